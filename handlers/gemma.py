@@ -1,0 +1,215 @@
+"""A Beam `ModelHandler` for keras-hub Gemma causal LMs: prompts in, completions out.
+
+This module knows only the model. It imports nothing from `triage/`: what to stop on and how
+many tokens to allow come in as parameters, so the same handler serves the triage prompt, the
+apology prompt and any later one.
+
+Example Usage::
+
+    handler = KeyedModelHandler(GemmaModelHandler("models/tiny-gemma2", max_new_tokens=256))
+    results = keyed_prompts | RunInference(handler).with_exception_handling()
+
+Compared with the published reference handler (one `generate()` per chat, `max_length` counting
+prompt plus reply), this one generates a whole batch in one call, bounds the *new* tokens of every
+row, and stops at the instruct model's end-of-turn token as well as at `<eos>`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+__all__ = ["DEFAULT_STOP_TOKENS", "GemmaGenerator", "GemmaModelHandler", "load_token_counter"]
+
+LOG = logging.getLogger(__name__)
+
+# `<end_of_turn>` ends a Gemma instruct turn and is not the tokenizer's `<eos>`; base models end
+# with `<eos>`. Tokens missing from a vocabulary are ignored.
+DEFAULT_STOP_TOKENS = ("<eos>", "<end_of_turn>")
+_DEFAULT_ENV = {"KERAS_BACKEND": "jax"}
+
+
+def _select_backend(env_vars: dict[str, str]) -> None:
+    """Keras reads KERAS_BACKEND once, at its first import: set it before importing keras."""
+    for key, value in env_vars.items():
+        os.environ.setdefault(key, value)
+
+
+class GemmaGenerator:
+    """A loaded causal LM with its stop tokens; what `load_model` returns.
+
+    A plain object with one method, so Beam can weak-reference it and, with `large_model=True`,
+    proxy `generate` calls to the process that holds the model.
+    """
+
+    def __init__(
+        self,
+        causal_lm: Any,
+        stop_tokens: Sequence[str],
+        model_id: str,
+        lock: threading.Lock | None = None,
+    ):
+        self.causal_lm = causal_lm
+        self.model_id = model_id
+        tokenizer = causal_lm.preprocessor.tokenizer
+        self._tokenizer = tokenizer
+        unk = getattr(tokenizer, "unk_token_id", None)
+        known = {tokenizer.token_to_id(t) for t in stop_tokens}
+        self.stop_token_ids = sorted(i for i in known if i is not None and i != unk)
+        if not self.stop_token_ids:
+            raise ValueError(
+                f"{model_id}: none of the stop tokens {stop_tokens} is in the vocabulary"
+            )
+        self._strip_ids = set(getattr(tokenizer, "special_token_ids", []) or [])
+        # Calls share the model's one compiled generate function and its cache.
+        self._lock = lock or threading.Lock()
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self._tokenizer.tokenize(list(texts))]
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[tuple[str, int, int]]:
+        """Generate for the whole batch in one compiled call.
+
+        Returns, per prompt, (completion text, prompt tokens, completion tokens). Each row gets
+        at most `max_new_tokens` new tokens and is cut at its first stop token.
+        """
+        import numpy as np
+
+        prompts = list(prompts)
+        preprocessor = self.causal_lm.preprocessor
+        prompt_lengths = [n + 1 for n in self.count_tokens(prompts)]  # +1 for <bos>
+        max_length = max(prompt_lengths) + max_new_tokens
+        with self._lock:
+            inputs = preprocessor.generate_preprocess(prompts, sequence_length=max_length)
+            generate_fn = self.causal_lm.make_generate_function()
+            outputs = generate_fn(inputs, stop_token_ids=self.stop_token_ids)
+        token_ids = np.asarray(outputs["token_ids"])
+        mask = np.asarray(outputs["padding_mask"]).astype(bool)
+        stop = set(self.stop_token_ids)
+        rows: list[list[int]] = []
+        for row, start in enumerate(np.asarray(inputs["padding_mask"]).sum(axis=1)):
+            end = min(int(start) + max_new_tokens, max_length)
+            completion: list[int] = []
+            for token, keep in zip(token_ids[row, start:end], mask[row, start:end], strict=True):
+                if not keep or int(token) in stop:
+                    break
+                completion.append(int(token))
+            rows.append(completion)
+        texts = self._tokenizer.detokenize(
+            [[t for t in ids if t not in self._strip_ids] for ids in rows]
+        )
+        texts = [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in texts]
+        return [
+            (text, n_prompt, len(ids))
+            for text, n_prompt, ids in zip(texts, prompt_lengths, rows, strict=True)
+        ]
+
+
+# One loaded model per (preset, dtype, sampler) per process: the triage and apology stages use
+# the same weights, so they share them instead of holding two copies in memory.
+_LOADED: dict[tuple[str, str | None, str], tuple[Any, threading.Lock]] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+class GemmaModelHandler(ModelHandler[str, PredictionResult, GemmaGenerator]):
+    """Runs a keras-hub Gemma causal LM (Gemma 2 by default; Gemma 3 presets work unchanged).
+
+    Args:
+      model_preset: anything `keras_hub.models.CausalLM.from_preset` accepts: a local preset
+        directory, a `gs://` path or a Kaggle handle such as
+        `kaggle://google/gemma-2/keras/gemma2_instruct_2b_en`.
+      max_new_tokens: the most tokens generated per prompt (the prompt does not count).
+      stop_tokens: generation of a row ends at the first of these that is in the vocabulary.
+      sampler: a keras-hub sampler name; greedy by default so replies are reproducible.
+      dtype: weights dtype, e.g. "bfloat16" on GPUs; None keeps the preset's.
+      env_vars: set before keras is imported; `KERAS_BACKEND=jax` unless given.
+      **batching_kwargs: Beam's own options, passed through: `min_batch_size`,
+        `max_batch_size`, `max_batch_duration_secs`, `batch_length_fn`,
+        `batch_bucket_boundaries`, `large_model`, `model_copies`.
+    """
+
+    def __init__(
+        self,
+        model_preset: str,
+        *,
+        max_new_tokens: int = 256,
+        stop_tokens: Iterable[str] = DEFAULT_STOP_TOKENS,
+        sampler: str = "greedy",
+        dtype: str | None = None,
+        env_vars: dict[str, str] | None = None,
+        **batching_kwargs: Any,
+    ):
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        super().__init__(env_vars={**_DEFAULT_ENV, **(env_vars or {})}, **batching_kwargs)
+        self._preset = model_preset
+        self._max_new_tokens = max_new_tokens
+        self._stop_tokens = tuple(stop_tokens)
+        self._sampler = sampler
+        self._dtype = dtype
+        self._completion_tokens = Metrics.distribution("gemma", "completion_tokens")
+        self._prompt_tokens = Metrics.distribution("gemma", "prompt_tokens")
+
+    @property
+    def model_id(self) -> str:
+        return self._preset
+
+    def load_model(self) -> GemmaGenerator:
+        key = (self._preset, self._dtype, self._sampler)
+        with _LOADED_LOCK:
+            if key not in _LOADED:
+                _select_backend(self._env_vars)
+                import keras_hub
+
+                LOG.info("loading %s", self._preset)
+                kwargs = {"dtype": self._dtype} if self._dtype else {}
+                causal_lm = keras_hub.models.CausalLM.from_preset(self._preset, **kwargs)
+                causal_lm.compile(sampler=self._sampler)
+                _LOADED[key] = (causal_lm, threading.Lock())
+            causal_lm, lock = _LOADED[key]
+        return GemmaGenerator(causal_lm, self._stop_tokens, self._preset, lock)
+
+    def run_inference(
+        self,
+        batch: Sequence[str],
+        model: GemmaGenerator,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[PredictionResult]:
+        results = model.generate(list(batch), self._max_new_tokens)
+        predictions = []
+        for prompt, (text, n_prompt, n_new) in zip(batch, results, strict=True):
+            self._prompt_tokens.update(n_prompt)
+            self._completion_tokens.update(n_new)
+            predictions.append(PredictionResult(prompt, text, self._preset))
+        return predictions
+
+    def get_metrics_namespace(self) -> str:
+        return "gemma"
+
+    def share_model_across_processes(self) -> bool:
+        return self._share_across_processes
+
+
+@functools.lru_cache(maxsize=8)
+def load_token_counter(model_preset: str) -> Any:
+    """A `str -> int` token counter from the preset's own tokenizer (no model weights loaded).
+
+    Prompt budgets are set in tokens; counting them with the model's tokenizer makes a budget
+    exact instead of a guess from characters.
+    """
+    _select_backend(_DEFAULT_ENV)
+    import keras_hub
+
+    tokenizer = keras_hub.models.Tokenizer.from_preset(model_preset)
+
+    def count(text: str) -> int:
+        return len(tokenizer.tokenize(text)) + 1  # +1 for <bos>
+
+    return count

@@ -1,0 +1,32 @@
+"""Beam metrics, named once here so dashboards and tests agree on what they are called."""
+
+from __future__ import annotations
+
+from apache_beam.metrics import Metrics
+
+__all__ = ["NAMESPACE", "counter", "distribution"]
+
+NAMESPACE = "triage"
+
+CHATS_READ = "chats_read"
+CHATS_INVALID = "chats_invalid"
+BLANK_LINES = "blank_lines_skipped"
+PROMPTS_SHORTENED = "prompts_shortened"
+SENTIMENT = {1: "sentiment_positive", 0: "sentiment_neutral", -1: "sentiment_negative"}
+REPLIES_UNPARSEABLE = "replies_unparseable"
+INFERENCE_FAILURES = "inference_failures"
+DRAFTS = "drafts"
+DRAFTS_FAILED = "drafts_failed"
+DEAD_LETTERS = "dead_letters"
+INTERNAL_ERRORS = "internal_errors"
+PROMPT_TOKENS = "prompt_tokens"
+PROMPT_CHARS = "prompt_chars"
+REPLY_CHARS = "reply_chars"
+
+
+def counter(name: str):
+    return Metrics.counter(NAMESPACE, name)
+
+
+def distribution(name: str):
+    return Metrics.distribution(NAMESPACE, name)

@@ -1,0 +1,47 @@
+"""Pipeline options: the same flags on the DirectRunner and on Dataflow."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+__all__ = ["DEFAULT_MODEL_PRESET", "TriageOptions"]
+
+# Built by `make setup`: a tiny random Gemma 2-architecture preset for local runs and tests.
+DEFAULT_MODEL_PRESET = "models/tiny-gemma2"
+
+
+class TriageOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        model = parser.add_argument_group("model")
+        model.add_argument(
+            "--model_preset",
+            default=DEFAULT_MODEL_PRESET,
+            help="keras-hub preset: local directory, gs:// path or Kaggle handle",
+        )
+        model.add_argument("--dtype", default=None, help="weights dtype, e.g. bfloat16 on GPUs")
+        model.add_argument(
+            "--max_new_tokens", type=int, default=256, help="new-token budget of a triage reply"
+        )
+        model.add_argument(
+            "--apology_max_new_tokens", type=int, default=256, help="new-token budget of a draft"
+        )
+        model.add_argument(
+            "--max_prompt_tokens",
+            type=int,
+            default=1024,
+            help="prompt budget; longer chats are shortened in the middle",
+        )
+        model.add_argument("--triage_prompt_version", default=None, help="e.g. triage-v1")
+        model.add_argument("--apology_prompt_version", default=None, help="e.g. apology-v1")
+        batching = parser.add_argument_group("batching and model sharing (Beam RunInference)")
+        batching.add_argument("--min_batch_size", type=int, default=1)
+        batching.add_argument("--max_batch_size", type=int, default=8)
+        batching.add_argument("--max_batch_duration_secs", type=int, default=None)
+        batching.add_argument(
+            "--large_model",
+            action="store_true",
+            default=False,
+            help="one model per worker machine, shared across processes",
+        )
+        batching.add_argument("--model_copies", type=int, default=None)

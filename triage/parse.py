@@ -1,0 +1,212 @@
+"""Model reply -> (sentiment, summary) or a reason: lenient about form, strict about content.
+
+Self-hosted models wrap JSON in code fences, add preambles, echo the prompt, use Python quoting
+or trailing commas. All of that is accepted. What is never accepted is a value we would have to
+guess: a missing, null or out-of-range field, an empty or over-long summary, a truncated object,
+a refusal. A wrong accept writes a false row to the summaries table; a reject only costs a
+dead letter that can be replayed.
+
+Pure and fast to import: `triage parse-reply` loads only this module.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import json5
+
+from triage.prompts import CHAT_CLOSE, MODEL_TURN
+
+__all__ = ["MAX_REPLY_CHARS", "MAX_SUMMARY_CHARS", "ParseFailure", "ParsedReply", "parse_reply"]
+
+MAX_SUMMARY_CHARS = 512
+# Replies are bounded by the token budget; anything far larger is not a reply to our prompt.
+MAX_REPLY_CHARS = 64 * 1024
+# Candidate objects examined before giving up, to bound the work on adversarial text.
+_MAX_CANDIDATES = 64
+
+_SENTIMENT_WORDS = {
+    "positive": 1,
+    "satisfied": 1,
+    "neutral": 0,
+    "negative": -1,
+    "dissatisfied": -1,
+}
+_NUMBER = re.compile(r"^[+-]?\d+(\.0*)?$")
+_REFUSAL = re.compile(
+    r"^\s*(i'?m sorry|i am sorry|sorry,|i (can ?not|can't|cannot|am unable|won't|will not)|"
+    r"as an ai|i'm unable|i am not able)\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ParsedReply:
+    sentiment: int
+    summary: str
+
+
+@dataclass(frozen=True)
+class ParseFailure:
+    """`reason` is a stable code for grouping dead letters; `detail` says what was seen."""
+
+    reason: str
+    detail: str
+
+
+def _balanced_spans(text: str) -> tuple[list[str], bool]:
+    """Every balanced `{...}` substring, in order of its opening brace.
+
+    Braces inside single- or double-quoted strings do not count. Also reports whether some
+    object was left open at the end of the text (a truncated reply).
+    """
+    spans: list[str] = []
+    truncated = False
+    start = text.find("{")
+    while start != -1 and len(spans) < _MAX_CANDIDATES:
+        depth = 0
+        quote: str | None = None
+        escaped = False
+        end = -1
+        for i in range(start, len(text)):
+            ch = text[i]
+            if quote:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == quote:
+                    quote = None
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    end = i
+                    break
+        if end == -1:
+            truncated = True
+        else:
+            spans.append(text[start : end + 1])
+        start = text.find("{", start + 1)
+    return spans, truncated
+
+
+def _decode(span: str) -> Any:
+    """Strict JSON first, then JSON5 (single quotes, trailing commas), then a Python literal."""
+    for loads in (json.loads, json5.loads, ast.literal_eval):
+        try:
+            return loads(span)
+        except Exception:  # noqa: BLE001 - each decoder raises its own family of errors
+            continue
+    return None
+
+
+def _field(obj: dict[Any, Any], name: str) -> tuple[bool, Any]:
+    if name in obj:
+        return True, obj[name]
+    matches = [k for k in obj if isinstance(k, str) and k.strip().lower() == name]
+    if len(matches) == 1:
+        return True, obj[matches[0]]
+    return False, None
+
+
+def _sentiment(value: Any) -> int | ParseFailure:
+    if value is None:
+        return ParseFailure("null_sentiment", "sentiment is null")
+    if isinstance(value, bool):
+        return ParseFailure("invalid_sentiment", f"sentiment is a boolean ({value})")
+    if isinstance(value, float):
+        if not value.is_integer():
+            return ParseFailure("invalid_sentiment", f"sentiment {value} is not -1, 0 or 1")
+        value = int(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _SENTIMENT_WORDS:
+            return _SENTIMENT_WORDS[word]
+        if not _NUMBER.match(word):
+            return ParseFailure("invalid_sentiment", f"sentiment {value[:40]!r} is not -1, 0 or 1")
+        value = int(float(word))
+    if not isinstance(value, int):
+        return ParseFailure("invalid_sentiment", f"sentiment is a {type(value).__name__}")
+    if value not in (-1, 0, 1):
+        return ParseFailure("sentiment_out_of_range", f"sentiment {value} is not -1, 0 or 1")
+    return value
+
+
+def _summary(value: Any) -> str | ParseFailure:
+    if value is None:
+        return ParseFailure("null_summary", "summary is null")
+    if not isinstance(value, str):
+        return ParseFailure("invalid_summary", f"summary is a {type(value).__name__}, not a string")
+    summary = value.strip()
+    if not summary:
+        return ParseFailure("empty_summary", "summary is empty")
+    if len(summary) > MAX_SUMMARY_CHARS:
+        return ParseFailure(
+            "summary_too_long",
+            f"summary has {len(summary)} characters, at most {MAX_SUMMARY_CHARS}",
+        )
+    if _REFUSAL.match(summary):
+        return ParseFailure("refusal", f"summary is a refusal: {summary[:80]!r}")
+    return summary
+
+
+def _strip_echo(text: str, prompt: str | None) -> str:
+    """Drop an echoed prompt so objects quoted inside it (even forged ones) are never read."""
+    if prompt and prompt in text:
+        text = text[text.rindex(prompt) + len(prompt) :]
+    for marker in (MODEL_TURN, CHAT_CLOSE):
+        if marker in text:
+            text = text[text.rindex(marker) + len(marker) :]
+    return text
+
+
+def parse_reply(reply: str | None, prompt: str | None = None) -> ParsedReply | ParseFailure:
+    """Parse one model reply. Never raises.
+
+    Args:
+      reply: the model's completion (or the whole generated text, echoed prompt included).
+      prompt: the prompt that produced it, when known; an exact echo of it is skipped.
+    """
+    if reply is None or not reply.strip():
+        return ParseFailure("empty_reply", "the model returned no text")
+    if len(reply) > MAX_REPLY_CHARS:
+        return ParseFailure("reply_too_long", f"{len(reply)} characters")
+    text = _strip_echo(reply, prompt)
+
+    spans, truncated = _balanced_spans(text)
+    incomplete: str | None = None
+    for span in spans:
+        obj = _decode(span)
+        if not isinstance(obj, dict):
+            continue
+        has_sentiment, sentiment = _field(obj, "sentiment")
+        has_summary, summary = _field(obj, "summary")
+        if not (has_sentiment and has_summary):
+            if has_sentiment or has_summary:
+                missing = "summary" if has_sentiment else "sentiment"
+                incomplete = incomplete or missing
+            continue
+        parsed_sentiment = _sentiment(sentiment)
+        if isinstance(parsed_sentiment, ParseFailure):
+            return parsed_sentiment
+        parsed_summary = _summary(summary)
+        if isinstance(parsed_summary, ParseFailure):
+            return parsed_summary
+        return ParsedReply(parsed_sentiment, parsed_summary)
+
+    snippet = text.strip()[:80]
+    if incomplete:
+        return ParseFailure(f"missing_{incomplete}", f"no object has both fields; {snippet!r}")
+    if truncated:
+        return ParseFailure("truncated_json", f"a JSON object is not closed: {snippet!r}")
+    if _REFUSAL.match(text):
+        return ParseFailure("refusal", f"the model refused: {snippet!r}")
+    return ParseFailure("no_json_object", f"no JSON object in the reply: {snippet!r}")

@@ -1,0 +1,161 @@
+"""The pipeline, top to bottom: validate -> prompt -> infer -> parse -> route -> apology -> write.
+
+`TriageChats` is the whole design diagram as one PTransform over raw message bytes; sources and
+sinks stay outside it, so file mode, Pub/Sub and BigQuery all run the same core.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import ModelHandler
+
+from triage import metrics
+from triage.apology import MakeDrafts
+from triage.infer import Ask, AskModel, TokenCounterFactory, byte_counter
+from triage.options import TriageOptions
+from triage.records import Stage
+from triage.route import ERROR, MAIN, NEGATIVE, RouteBySentiment
+from triage.validate import ValidateChats
+
+__all__ = ["TriageChats", "TriageOutputs", "build_pipeline", "handlers_from_options"]
+
+
+class TriageOutputs(NamedTuple):
+    """Every chat ends in exactly one of these three collections."""
+
+    summaries: beam.PCollection
+    drafts: beam.PCollection
+    dead_letters: beam.PCollection
+
+
+def _count_dead_letter(dead_letter: Any) -> Any:
+    metrics.counter(metrics.DEAD_LETTERS).inc()
+    return dead_letter
+
+
+class TriageChats(beam.PTransform):
+    """PCollection[bytes] (raw messages) -> TriageOutputs.
+
+    Args:
+      triage_handler / apology_handler: unkeyed model handlers (prompt in, completion out),
+        normally two `GemmaModelHandler`s on the same preset with different token budgets.
+      model_id: recorded in dead letters that fail before the model answers.
+      triage_prompt_version / apology_prompt_version: template versions; None for the newest.
+      max_prompt_tokens: prompt budget; chats are shortened to fit.
+      token_counter: picklable factory of the model's token counter.
+    """
+
+    def __init__(
+        self,
+        triage_handler: ModelHandler,
+        apology_handler: ModelHandler,
+        *,
+        model_id: str,
+        triage_prompt_version: str | None = None,
+        apology_prompt_version: str | None = None,
+        max_prompt_tokens: int = 1024,
+        token_counter: TokenCounterFactory = byte_counter,
+    ):
+        super().__init__()
+        common = {
+            "max_prompt_tokens": max_prompt_tokens,
+            "token_counter": token_counter,
+            "model_id": model_id,
+        }
+        self._triage = AskModel(
+            triage_handler,
+            template_name="triage",
+            template_version=triage_prompt_version,
+            prompt_stage=Stage.PROMPT.value,
+            inference_stage=Stage.TRIAGE_INFERENCE.value,
+            **common,
+        )
+        self._apology = AskModel(
+            apology_handler,
+            template_name="apology",
+            template_version=apology_prompt_version,
+            prompt_stage=Stage.APOLOGY_PROMPT.value,
+            inference_stage=Stage.APOLOGY_INFERENCE.value,
+            **common,
+        )
+
+    def expand(self, payloads: beam.PCollection) -> TriageOutputs:
+        chats = payloads | "Validate" >> beam.ParDo(ValidateChats()).with_outputs(
+            ValidateChats.DEAD_LETTER, main="chats"
+        )
+        triage = chats.chats | "ToAsk" >> beam.Map(Ask) | "Triage" >> self._triage
+        routed = triage.answers | "ParseAndRoute" >> beam.ParDo(RouteBySentiment()).with_outputs(
+            MAIN, NEGATIVE, ERROR
+        )
+        apology = routed[NEGATIVE] | "Apology" >> self._apology
+        drafts = apology.answers | "MakeDrafts" >> beam.ParDo(MakeDrafts()).with_outputs(
+            MakeDrafts.DEAD_LETTER, main="drafts"
+        )
+        dead_letters = (
+            (
+                chats[ValidateChats.DEAD_LETTER],
+                triage.dead_letters,
+                routed[ERROR],
+                apology.dead_letters,
+                drafts[MakeDrafts.DEAD_LETTER],
+            )
+            | "AllDeadLetters" >> beam.Flatten()
+            | "CountDeadLetters" >> beam.Map(_count_dead_letter)
+        )
+        return TriageOutputs(routed[MAIN], drafts.drafts, dead_letters)
+
+
+def handlers_from_options(options: TriageOptions) -> tuple[ModelHandler, ModelHandler]:
+    """The triage and apology handlers: one preset, two token budgets."""
+    from handlers.gemma import GemmaModelHandler
+
+    shared = {
+        "dtype": options.dtype,
+        "min_batch_size": options.min_batch_size,
+        "max_batch_size": options.max_batch_size,
+        "large_model": options.large_model,
+    }
+    if options.max_batch_duration_secs is not None:
+        shared["max_batch_duration_secs"] = options.max_batch_duration_secs
+    if options.model_copies is not None:
+        shared["model_copies"] = options.model_copies
+    return (
+        GemmaModelHandler(options.model_preset, max_new_tokens=options.max_new_tokens, **shared),
+        GemmaModelHandler(
+            options.model_preset, max_new_tokens=options.apology_max_new_tokens, **shared
+        ),
+    )
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    source: beam.PTransform,
+    sink: beam.PTransform,
+    options: TriageOptions,
+    handlers: tuple[ModelHandler, ModelHandler] | None = None,
+    token_counter: TokenCounterFactory | None = None,
+) -> TriageOutputs:
+    """Wire source -> TriageChats -> sink. Handlers default to Gemma on `--model_preset`."""
+    from handlers.gemma import load_token_counter
+
+    triage_handler, apology_handler = handlers or handlers_from_options(options)
+    counter = token_counter or functools.partial(load_token_counter, options.model_preset)
+    outputs = (
+        pipeline
+        | "Read" >> source
+        | "Triage"
+        >> TriageChats(
+            triage_handler,
+            apology_handler,
+            model_id=options.model_preset,
+            triage_prompt_version=options.triage_prompt_version,
+            apology_prompt_version=options.apology_prompt_version,
+            max_prompt_tokens=options.max_prompt_tokens,
+            token_counter=counter,
+        )
+    )
+    _ = outputs | "Write" >> sink
+    return outputs

@@ -1,0 +1,198 @@
+"""The record types every stage exchanges, and the BigQuery schemas derived from them.
+
+Each field is named once, here. Sinks, tests and (later) replay tools read the field names and
+types from these dataclasses instead of repeating them, so adding a column is a one-line change.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import enum
+import json
+import types
+import typing
+from typing import Any, TypeVar
+
+__all__ = [
+    "Chat",
+    "DeadLetter",
+    "Draft",
+    "Stage",
+    "TriageResult",
+    "bigquery_schema",
+    "from_dict",
+    "from_json",
+    "to_dict",
+    "to_json",
+    "utc_now",
+]
+
+
+class Stage(enum.StrEnum):
+    """Where in the pipeline a chat failed; a dead letter's `stage` is one of these."""
+
+    VALIDATE = "validate"
+    PROMPT = "prompt"
+    TRIAGE_INFERENCE = "triage_inference"
+    TRIAGE_PARSE = "triage_parse"
+    APOLOGY_PROMPT = "apology_prompt"
+    APOLOGY_INFERENCE = "apology_inference"
+    APOLOGY_PARSE = "apology_parse"
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC time with a `Z`, the form BigQuery's TIMESTAMP accepts from JSON."""
+    return (
+        datetime.datetime.now(datetime.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Chat:
+    """A validated input message.
+
+    `payload` keeps the exact bytes that arrived, so any later failure can dead-letter (and
+    replay) the original message rather than a re-serialisation of it.
+    """
+
+    chat_id: str
+    user_id: str
+    chat_message: str
+    payload: bytes
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    attempt: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TriageResult:
+    """The model's verdict on one chat; sentiment 0/1 results are the summary rows."""
+
+    chat_id: str
+    user_id: str
+    chat_message: str
+    sentiment: int
+    summary: str
+    model_id: str
+    prompt_version: str
+    attempt: int
+    created_at: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Draft:
+    """An apology draft for a dissatisfied customer, waiting for a support agent's review."""
+
+    chat_id: str
+    user_id: str
+    chat_message: str
+    sentiment: int
+    summary: str
+    draft: str
+    model_id: str
+    prompt_version: str
+    apology_prompt_version: str
+    attempt: int
+    created_at: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """One shape for every failure, holding what an operator needs to understand and replay it.
+
+    `reason` is a short stable code (for grouping and alerting); `detail` is for humans.
+    """
+
+    stage: str
+    reason: str
+    detail: str
+    payload: bytes
+    chat_id: str | None = None
+    model_reply: str | None = None
+    attempt: int = 1
+    model_id: str | None = None
+    prompt_version: str | None = None
+    failed_at: str = dataclasses.field(default_factory=utc_now)
+
+
+R = TypeVar("R")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """Return (inner type, is optional) for `X | None`."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def to_dict(record: Any) -> dict[str, Any]:
+    """A JSON-ready dict: bytes become base64 text, as BigQuery's BYTES type expects in JSON."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, bytes):
+            value = base64.b64encode(value).decode("ascii")
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        out[f.name] = value
+    return out
+
+
+def from_dict(cls: type[R], data: dict[str, Any]) -> R:
+    """Inverse of `to_dict`; unknown keys are ignored so older readers accept newer rows."""
+    hints = _field_types(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        inner, _ = _unwrap_optional(hints[f.name])
+        if inner is bytes and isinstance(value, str):
+            value = base64.b64decode(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def to_json(record: Any) -> str:
+    return json.dumps(to_dict(record), ensure_ascii=False, sort_keys=False)
+
+
+def from_json(cls: type[R], text: str | bytes) -> R:
+    return from_dict(cls, json.loads(text))
+
+
+_BQ_TYPES: dict[Any, str] = {
+    str: "STRING",
+    int: "INTEGER",
+    float: "FLOAT",
+    bool: "BOOLEAN",
+    bytes: "BYTES",
+}
+_TIMESTAMP_FIELDS = {"created_at", "failed_at"}
+
+
+def bigquery_schema(cls: type) -> list[dict[str, str]]:
+    """BigQuery schema (REST JSON form) for a record type, so tables never drift from the code."""
+    hints = _field_types(cls)
+    schema = []
+    for f in dataclasses.fields(cls):
+        inner, optional = _unwrap_optional(hints[f.name])
+        if f.name in _TIMESTAMP_FIELDS:
+            bq_type = "TIMESTAMP"
+        elif inner in _BQ_TYPES:
+            bq_type = _BQ_TYPES[inner]
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: no BigQuery type for {inner!r}")
+        schema.append(
+            {"name": f.name, "type": bq_type, "mode": "NULLABLE" if optional else "REQUIRED"}
+        )
+    return schema

@@ -1,0 +1,33 @@
+"""Where raw chat messages come from. File mode now; Pub/Sub plugs in beside it."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.coders import BytesCoder
+
+from triage import metrics
+
+__all__ = ["ReadJsonLines"]
+
+
+def _not_blank(line: bytes) -> bool:
+    if line.strip():
+        return True
+    metrics.counter(metrics.BLANK_LINES).inc()
+    return False
+
+
+class ReadJsonLines(beam.PTransform):
+    """One raw message per line, as bytes: undecodable lines must reach validation, not crash
+    a text decoder. Blank lines are not messages and are skipped (and counted)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (
+            pbegin
+            | "ReadLines" >> beam.io.ReadFromText(self._path, coder=BytesCoder())
+            | "SkipBlank" >> beam.Filter(_not_blank)
+        )

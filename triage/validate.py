@@ -1,0 +1,155 @@
+"""Input contract: raw Pub/Sub message bytes in, a `Chat` or a rejection reason out.
+
+`parse_chat` is a pure function, so the contract is unit-tested without Beam; `ValidateChats`
+is the DoFn that routes rejections to the dead-letter output instead of raising.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+
+from triage import metrics
+from triage.records import Chat, DeadLetter, Stage
+
+__all__ = ["MAX_ID_CHARS", "MAX_PAYLOAD_BYTES", "Rejection", "ValidateChats", "parse_chat"]
+
+MAX_PAYLOAD_BYTES = 1 << 20
+# Ids become Pub/Sub attributes and BigQuery keys; an attribute value is capped at 1024 bytes.
+MAX_ID_CHARS = 256
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a message is not a valid chat: a stable `reason` code and a human `detail`."""
+
+    reason: str
+    detail: str
+    chat_id: str | None = None
+
+
+def _is_encodable(text: str) -> bool:
+    # JSON "\ud800" escapes decode to lone surrogates, which no UTF-8 sink can write later.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_id(obj: dict[str, Any], key: str) -> str | Rejection:
+    if key not in obj:
+        return Rejection(f"missing_{key}", f"field {key!r} is missing")
+    value = obj[key]
+    # bool is an int subclass in Python, but `true` is not an id.
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        kind = type(value).__name__ if value is not None else "null"
+        return Rejection(
+            f"invalid_{key}", f"field {key!r} must be an integer or a string, got {kind}"
+        )
+    text = str(value)
+    if not text.strip():
+        return Rejection(f"invalid_{key}", f"field {key!r} is empty")
+    if len(text) > MAX_ID_CHARS:
+        return Rejection(
+            f"invalid_{key}", f"field {key!r} is longer than {MAX_ID_CHARS} characters"
+        )
+    if not _is_encodable(text):
+        return Rejection(f"invalid_{key}", f"field {key!r} contains invalid unicode")
+    return text
+
+
+def parse_chat(payload: bytes, attempt: int = 1) -> Chat | Rejection:
+    """Apply the input contract. Never raises on any input bytes."""
+    if not isinstance(payload, (bytes, bytearray)):
+        return Rejection("not_bytes", f"message body is {type(payload).__name__}, not bytes")
+    payload = bytes(payload)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return Rejection(
+            "payload_too_large", f"{len(payload)} bytes, the limit is {MAX_PAYLOAD_BYTES}"
+        )
+    body = payload[len(codecs.BOM_UTF8) :] if payload.startswith(codecs.BOM_UTF8) else payload
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return Rejection("not_utf8", f"invalid UTF-8 at byte {err.start}")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        return Rejection("not_json", str(err)[:200])
+    if not isinstance(obj, dict):
+        return Rejection(
+            "not_object", f"top-level JSON value is {type(obj).__name__}, not an object"
+        )
+
+    chat_id = _check_id(obj, "id")
+    if isinstance(chat_id, Rejection):
+        return chat_id
+    user_id = _check_id(obj, "user_id")
+    if isinstance(user_id, Rejection):
+        return user_id
+
+    if "chat_message" not in obj:
+        return Rejection("missing_chat_message", "field 'chat_message' is missing", chat_id)
+    message = obj["chat_message"]
+    if not isinstance(message, str):
+        kind = type(message).__name__ if message is not None else "null"
+        return Rejection(
+            "invalid_chat_message", f"field 'chat_message' must be a string, got {kind}", chat_id
+        )
+    if not message.strip():
+        return Rejection(
+            "empty_chat_message", "field 'chat_message' is empty or whitespace only", chat_id
+        )
+    if not _is_encodable(message):
+        return Rejection(
+            "invalid_chat_message", "field 'chat_message' contains invalid unicode", chat_id
+        )
+
+    extra = {k: v for k, v in obj.items() if k not in ("id", "user_id", "chat_message")}
+    return Chat(
+        chat_id=chat_id,
+        user_id=user_id,
+        chat_message=message,
+        payload=payload,
+        extra=extra,
+        attempt=attempt,
+    )
+
+
+class ValidateChats(beam.DoFn):
+    """Raw message bytes -> `Chat` on the main output, or a `DeadLetter` on `dead_letter`."""
+
+    DEAD_LETTER = "dead_letter"
+
+    def __init__(self) -> None:
+        self._read = metrics.counter(metrics.CHATS_READ)
+        self._invalid = metrics.counter(metrics.CHATS_INVALID)
+
+    def process(self, payload: bytes, attempt: int = 1) -> Iterator[Any]:
+        self._read.inc()
+        try:
+            result = parse_chat(payload, attempt)
+        except Exception as err:  # noqa: BLE001 - a bug here must not stall the stream
+            result = Rejection("internal_error", repr(err)[:500])
+        if isinstance(result, Chat):
+            yield result
+            return
+        self._invalid.inc()
+        body = bytes(payload) if isinstance(payload, (bytes, bytearray)) else str(payload).encode()
+        yield beam.pvalue.TaggedOutput(
+            self.DEAD_LETTER,
+            DeadLetter(
+                stage=Stage.VALIDATE.value,
+                reason=result.reason,
+                detail=result.detail,
+                payload=body,
+                chat_id=result.chat_id,
+                attempt=attempt,
+            ),
+        )
