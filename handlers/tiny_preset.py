@@ -68,6 +68,9 @@ def _train_tokenizer(lines: Iterable[str], vocab_size: int) -> bytes:
         eos_piece="<eos>",
         unk_piece="<unk>",
         user_defined_symbols=list(TURN_TOKENS),
+        # As in Gemma's own tokenizer: no dummy "▁" prefix, whitespace kept as written.
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
         minloglevel=2,
     )
     return buffer.getvalue()

@@ -20,6 +20,8 @@ __all__ = ["main"]
 def _quiet_logs(verbose: bool) -> None:
     """Structured, quiet by default: one line per event, warnings and up unless -v."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow is used only by keras-hub's tokenizers; its oneDNN notice is noise here.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format='{"time": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", '
@@ -37,9 +39,19 @@ def _quiet_logs(verbose: bool) -> None:
         return record
 
     logging.setLogRecordFactory(record_factory)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_drop_known_noise)
     if not verbose:
         for noisy in ("apache_beam", "absl", "jax", "tensorflow"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+_NOISE = ("Resource module is not available",)
+
+
+def _drop_known_noise(record: logging.LogRecord) -> bool:
+    """Beam warns once per bundle that it cannot read memory usage here; that helps no one."""
+    return not str(record.msg).startswith(_NOISE)
 
 
 def parse_reply_lines(lines: TextIO, out: TextIO) -> int:

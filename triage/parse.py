@@ -25,9 +25,9 @@ __all__ = ["MAX_REPLY_CHARS", "MAX_SUMMARY_CHARS", "ParseFailure", "ParsedReply"
 
 MAX_SUMMARY_CHARS = 512
 # Replies are bounded by the token budget; anything far larger is not a reply to our prompt.
-MAX_REPLY_CHARS = 64 * 1024
-# Candidate objects examined before giving up, to bound the work on adversarial text.
-_MAX_CANDIDATES = 64
+MAX_REPLY_CHARS = 32 * 1024
+# Opening braces examined before giving up: with the reply cap, bounds the scan to ~1M steps.
+_MAX_CANDIDATES = 32
 
 _SENTIMENT_WORDS = {
     "positive": 1,
@@ -38,10 +38,14 @@ _SENTIMENT_WORDS = {
 }
 _NUMBER = re.compile(r"^[+-]?\d+(\.0*)?$")
 _REFUSAL = re.compile(
-    r"^\s*(i'?m sorry|i am sorry|sorry,|i (can ?not|can't|cannot|am unable|won't|will not)|"
-    r"as an ai|i'm unable|i am not able)\b",
+    r"^\s*(i'?m sorry|i am sorry|sorry\b|i (can ?not|can't|cannot|am unable|won't|will not)\b|"
+    r"as an ai\b|i'?m unable\b|i am not able\b|i'?m not able\b)",
     re.IGNORECASE,
 )
+
+
+def _is_refusal(text: str) -> bool:
+    return bool(_REFUSAL.match(text.replace("\u2019", "'").replace("\u2018", "'")))
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,9 @@ def _balanced_spans(text: str) -> tuple[list[str], bool]:
     spans: list[str] = []
     truncated = False
     start = text.find("{")
-    while start != -1 and len(spans) < _MAX_CANDIDATES:
+    tried = 0
+    while start != -1 and tried < _MAX_CANDIDATES:
+        tried += 1
         depth = 0
         quote: str | None = None
         escaped = False
@@ -98,11 +104,42 @@ def _balanced_spans(text: str) -> tuple[list[str], bool]:
     return spans, truncated
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _DuplicateKey(f"duplicate keys in {keys!r}")
+    return dict(pairs)
+
+
+def _python_literal(span: str) -> Any:
+    tree = ast.parse(span, mode="eval")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            keys = [ast.literal_eval(k) for k in node.keys if k is not None]
+            if len(set(map(repr, keys))) != len(keys):
+                raise _DuplicateKey(f"duplicate keys in {keys!r}")
+    return ast.literal_eval(tree)
+
+
 def _decode(span: str) -> Any:
-    """Strict JSON first, then JSON5 (single quotes, trailing commas), then a Python literal."""
-    for loads in (json.loads, json5.loads, ast.literal_eval):
+    """Strict JSON first, then JSON5 (single quotes, trailing commas), then a Python literal.
+
+    A repeated key makes the object ambiguous: `_DuplicateKey` is raised, never a guess.
+    """
+    decoders = (
+        lambda t: json.loads(t, object_pairs_hook=_unique_pairs),
+        lambda t: json5.loads(t, object_pairs_hook=_unique_pairs),
+        _python_literal,
+    )
+    for loads in decoders:
         try:
             return loads(span)
+        except _DuplicateKey:
+            raise
         except Exception:  # noqa: BLE001 - each decoder raises its own family of errors
             continue
     return None
@@ -132,7 +169,10 @@ def _sentiment(value: Any) -> int | ParseFailure:
             return _SENTIMENT_WORDS[word]
         if not _NUMBER.match(word):
             return ParseFailure("invalid_sentiment", f"sentiment {value[:40]!r} is not -1, 0 or 1")
-        value = int(float(word))
+        digits = word.lstrip("+-").split(".")[0].lstrip("0")
+        if len(digits) > 1:  # never hand a 400-digit string to int()
+            return ParseFailure("sentiment_out_of_range", f"sentiment {value[:40]!r} is too large")
+        value = int(word.split(".")[0])
     if not isinstance(value, int):
         return ParseFailure("invalid_sentiment", f"sentiment is a {type(value).__name__}")
     if value not in (-1, 0, 1):
@@ -146,6 +186,10 @@ def _summary(value: Any) -> str | ParseFailure:
     if not isinstance(value, str):
         return ParseFailure("invalid_summary", f"summary is a {type(value).__name__}, not a string")
     summary = value.strip()
+    try:
+        summary.encode("utf-8")
+    except UnicodeEncodeError:
+        return ParseFailure("invalid_summary", "summary contains invalid unicode")
     if not summary:
         return ParseFailure("empty_summary", "summary is empty")
     if len(summary) > MAX_SUMMARY_CHARS:
@@ -153,9 +197,16 @@ def _summary(value: Any) -> str | ParseFailure:
             "summary_too_long",
             f"summary has {len(summary)} characters, at most {MAX_SUMMARY_CHARS}",
         )
-    if _REFUSAL.match(summary):
+    if _is_refusal(summary):
         return ParseFailure("refusal", f"summary is a refusal: {summary[:80]!r}")
     return summary
+
+
+def _duplicate_if_relevant(span: str, err: _DuplicateKey) -> ParseFailure | None:
+    """A repeated answer key is ambiguous (reject); a repeated unrelated key is not our object."""
+    if re.search(r"""["']?\s*(sentiment|summary)\s*["']?\s*:""", span, re.IGNORECASE):
+        return ParseFailure("duplicate_field", f"{err}")
+    return None
 
 
 def _strip_echo(text: str, prompt: str | None) -> str:
@@ -184,7 +235,12 @@ def parse_reply(reply: str | None, prompt: str | None = None) -> ParsedReply | P
     spans, truncated = _balanced_spans(text)
     incomplete: str | None = None
     for span in spans:
-        obj = _decode(span)
+        try:
+            obj = _decode(span)
+        except _DuplicateKey as err:
+            obj = _duplicate_if_relevant(span, err)
+            if isinstance(obj, ParseFailure):
+                return obj
         if not isinstance(obj, dict):
             continue
         has_sentiment, sentiment = _field(obj, "sentiment")
@@ -207,6 +263,6 @@ def parse_reply(reply: str | None, prompt: str | None = None) -> ParsedReply | P
         return ParseFailure(f"missing_{incomplete}", f"no object has both fields; {snippet!r}")
     if truncated:
         return ParseFailure("truncated_json", f"a JSON object is not closed: {snippet!r}")
-    if _REFUSAL.match(text):
+    if _is_refusal(text):
         return ParseFailure("refusal", f"the model refused: {snippet!r}")
     return ParseFailure("no_json_object", f"no JSON object in the reply: {snippet!r}")

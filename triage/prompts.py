@@ -121,7 +121,8 @@ class PromptTemplate:
                 hi = mid - 1
         if best is None:
             raise PromptTooLong(
-                f"{self.version}: instructions need more than {budget.max_tokens} tokens"
+                f"{self.version}: the instructions leave no room for the chat "
+                f"within {budget.max_tokens} tokens"
             )
         text, tokens, kept = best
         return Rendered(text, self.version, len(chat) - kept, tokens)
@@ -145,10 +146,10 @@ def load_template(name: str, version: str | None = None) -> PromptTemplate:
     if version is None:
         filename = files[max(files)]
     else:
-        n = version.rsplit("-v", 1)[-1]
-        if not n.isdigit() or int(n) not in files:
+        m = re.fullmatch(rf"{re.escape(name)}-v([0-9]+)", version)
+        if not m or int(m.group(1)) not in files:
             raise KeyError(f"no version {version!r} of prompt {name!r}")
-        filename = files[int(n)]
+        filename = files[int(m.group(1))]
     data = tomllib.loads(importlib.resources.files("prompts").joinpath(filename).read_text("utf-8"))
     template = PromptTemplate(name=data["name"], version=data["version"], template=data["template"])
     if template.name != name:

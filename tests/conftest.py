@@ -1,0 +1,30 @@
+"""Shared fixtures. The tiny Gemma preset is built once (by `make setup`, or here if missing)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_PRESET = REPO / "models" / "tiny-gemma2"
+
+
+@pytest.fixture(scope="session")
+def tiny_preset() -> str:
+    """Path of the tiny random Gemma 2 preset that `make setup` builds."""
+    if not (TINY_PRESET / "config.json").exists():
+        from handlers.tiny_preset import build_tiny_preset
+
+        corpus = [
+            line
+            for path in sorted((REPO / "prompts").glob("*.toml"))
+            for line in path.read_text("utf-8").splitlines()
+            if line
+        ]
+        build_tiny_preset(TINY_PRESET, corpus=corpus)
+    return str(TINY_PRESET)
