@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A tiny random Gemma 2-architecture preset, built offline; the default --model_preset.
 TINY_PRESET := models/tiny-gemma2
 
-.PHONY: setup test lint format demo clean
+.PHONY: setup test lint format demo demo-files clean
 
 setup: $(BIN)/.installed $(TINY_PRESET)/config.json
 
@@ -29,10 +29,14 @@ format: $(BIN)/.installed
 test: setup lint
 	$(BIN)/python -m pytest
 
-# File mode over the example chats; the report is printed at the end.
+# The streaming service on local Pub/Sub and BigQuery emulators, then a report.
 demo: setup
-	$(BIN)/triage run --input examples/chats.jsonl --output-dir out/demo
-	$(BIN)/python -m triage.report out/demo
+	$(BIN)/python -m triage.demo --chats examples/chats.jsonl
+
+# The same chats in file mode (no emulators): out/file-demo/*.jsonl and a report.
+demo-files: setup
+	$(BIN)/triage run --input examples/chats.jsonl --output-dir out/file-demo
+	$(BIN)/python -m triage.report out/file-demo
 
 clean:
 	rm -rf $(VENV) models out .pytest_cache .ruff_cache

@@ -41,6 +41,7 @@ class MakeDrafts(beam.DoFn):
                     chat_id=chat.chat_id,
                     model_reply=reply,
                     attempt=chat.attempt,
+                    message_id=chat.message_id,
                     model_id=str(prediction.model_id),
                     prompt_version=ask.prompt_version,
                 ),

@@ -81,6 +81,11 @@ def parse_reply_lines(lines: TextIO, out: TextIO) -> int:
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    if args.input is None:
+        return _run_streaming(beam_args)
+    if args.output_dir is None:
+        print("triage run: --input needs --output-dir", file=sys.stderr)
+        return 2
     import apache_beam as beam
 
     from triage.options import TriageOptions
@@ -114,6 +119,66 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+_STREAMING_FLAGS = ("input_subscription", "summaries_table", "dead_letter_table", "drafts_topic")
+
+
+def _run_streaming(beam_args: list[str]) -> int:
+    """Pub/Sub in, BigQuery and Pub/Sub out, until cancelled (Ctrl-C here, or on Dataflow)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from triage.options import TriageOptions
+    from triage.pipeline import build_pipeline
+    from triage.sinks import WriteToGcp
+    from triage.sources import ReadFromSubscription
+
+    options = TriageOptions(beam_args, save_main_session=False)
+    missing = [f"--{name}" for name in _STREAMING_FLAGS if not getattr(options, name)]
+    if missing:
+        print(
+            f"triage run: streaming mode needs {', '.join(missing)} (or use --input FILE)",
+            file=sys.stderr,
+        )
+        return 2
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(
+        pipeline,
+        ReadFromSubscription(options.input_subscription),
+        WriteToGcp(
+            summaries_table=options.summaries_table,
+            dead_letter_table=options.dead_letter_table,
+            drafts_topic=options.drafts_topic,
+            retry_secs=options.write_retry_secs,
+        ),
+        options,
+    )
+    print(f"triage run: streaming from {options.input_subscription}", file=sys.stderr)
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    except KeyboardInterrupt:
+        result.cancel()
+    return 0
+
+
+def _infra(args: argparse.Namespace) -> int:
+    from triage.gcp import Infrastructure, ensure_infrastructure
+
+    infra = Infrastructure.named(args.project, dataset=args.dataset, prefix=args.prefix)
+    ensure_infrastructure(infra)
+    print(
+        "triage infra: ready. Run the pipeline with:\n"
+        f"  --input_subscription={infra.input_subscription}\n"
+        f"  --summaries_table={infra.summaries_table}\n"
+        f"  --dead_letter_table={infra.dead_letter_table}\n"
+        f"  --drafts_topic={infra.drafts_topic}\n"
+        f"Publish chats to {infra.input_topic}; agents pull drafts from "
+        f"{infra.review_subscription}."
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="triage", description="Customer-chat triage with Gemma.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
@@ -121,12 +186,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = sub.add_parser(
         "run",
-        help="batch run over a JSON-lines file of raw messages",
-        description="Any other flag is a pipeline option: see --model_preset, --max_new_tokens, "
-        "--max_batch_size and the rest in triage/options.py.",
+        help="run the pipeline: file mode (--input) or streaming from Pub/Sub",
+        description="File mode: --input FILE --output-dir DIR. Streaming mode: "
+        "--input_subscription, --summaries_table, --dead_letter_table, --drafts_topic. Any other "
+        "flag is a pipeline option (--model_preset, --max_new_tokens, --runner, ...): see "
+        "triage/options.py.",
     )
-    run.add_argument("--input", required=True, help="JSON lines, one raw message per line")
-    run.add_argument("--output-dir", required=True, help="where the three .jsonl files go")
+    run.add_argument("--input", help="JSON lines, one raw message per line (file mode)")
+    run.add_argument("--output-dir", help="where the three .jsonl files go (file mode)")
+
+    infra = sub.add_parser(
+        "infra",
+        help="create topics, subscriptions, dataset and tables (idempotent)",
+        description="Against the emulators when PUBSUB_EMULATOR_HOST and "
+        "BIGQUERY_EMULATOR_HOST are set, otherwise against the real project.",
+    )
+    infra.add_argument("--project", required=True)
+    infra.add_argument("--dataset", default="triage")
+    infra.add_argument("--prefix", default="", help="prefix for every resource name")
 
     sub.add_parser(
         "parse-reply",
@@ -140,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "parse-reply":
         parse_reply_lines(sys.stdin, sys.stdout)
         return 0
+    if args.command == "infra":
+        return _infra(args)
     return _run(args, rest)
 
 

@@ -87,6 +87,7 @@ class _RenderPrompts(beam.DoFn):
                     payload=chat.payload,
                     chat_id=chat.chat_id,
                     attempt=chat.attempt,
+                    message_id=chat.message_id,
                     model_id=self._model_id,
                     prompt_version=self._template.version,
                 ),
@@ -113,6 +114,7 @@ def _failed_batch_to_dead_letters(
             payload=ask.chat.payload,
             chat_id=ask.chat.chat_id,
             attempt=ask.chat.attempt,
+            message_id=ask.chat.message_id,
             model_id=model_id,
             prompt_version=ask.prompt_version,
         )

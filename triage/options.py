@@ -45,3 +45,16 @@ class TriageOptions(PipelineOptions):
             help="one model per worker machine, shared across processes",
         )
         batching.add_argument("--model_copies", type=int, default=None)
+        io = parser.add_argument_group("Pub/Sub and BigQuery (streaming mode)")
+        io.add_argument(
+            "--input_subscription", default=None, help="projects/P/subscriptions/S to read chats"
+        )
+        io.add_argument("--summaries_table", default=None, help="PROJECT.DATASET.TABLE")
+        io.add_argument("--dead_letter_table", default=None, help="PROJECT.DATASET.TABLE")
+        io.add_argument("--drafts_topic", default=None, help="projects/P/topics/T for review")
+        io.add_argument(
+            "--write_retry_secs",
+            type=float,
+            default=120.0,
+            help="how long a write is retried through transient errors before dead-lettering",
+        )

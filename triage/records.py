@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import datetime
 import enum
+import hashlib
 import json
 import types
 import typing
@@ -21,9 +22,12 @@ __all__ = [
     "Draft",
     "Stage",
     "TriageResult",
+    "ROW_ID",
     "bigquery_schema",
     "from_dict",
     "from_json",
+    "row_id",
+    "table_schema",
     "to_dict",
     "to_json",
     "utc_now",
@@ -40,6 +44,8 @@ class Stage(enum.StrEnum):
     APOLOGY_PROMPT = "apology_prompt"
     APOLOGY_INFERENCE = "apology_inference"
     APOLOGY_PARSE = "apology_parse"
+    WRITE_SUMMARY = "write_summary"
+    PUBLISH_DRAFT = "publish_draft"
 
 
 def utc_now() -> str:
@@ -65,6 +71,9 @@ class Chat:
     payload: bytes
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     attempt: int = 1
+    # Pub/Sub's id and attributes of the message that carried it, so a redelivery is recognised.
+    message_id: str | None = None
+    attributes: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +124,7 @@ class DeadLetter:
     attempt: int = 1
     model_id: str | None = None
     prompt_version: str | None = None
+    message_id: str | None = None
     failed_at: str = dataclasses.field(default_factory=utc_now)
 
 
@@ -196,3 +206,30 @@ def bigquery_schema(cls: type) -> list[dict[str, str]]:
             {"name": f.name, "type": bq_type, "mode": "NULLABLE" if optional else "REQUIRED"}
         )
     return schema
+
+
+ROW_ID = "row_id"
+
+
+def row_id(record: TriageResult | Draft | DeadLetter) -> str:
+    """The idempotency key of a stored row: the same chat at the same stage always gets the same
+    id, so a redelivered or replayed message never adds a second row.
+
+    Dead letters also key on the attempt: a replayed chat that fails again is a new fact.
+    """
+    if isinstance(record, TriageResult):
+        return f"{record.chat_id}/summary"
+    if isinstance(record, Draft):
+        return f"{record.chat_id}/draft"
+    if record.chat_id is not None:
+        who = f"chat:{record.chat_id}"
+    elif record.message_id:
+        who = f"msg:{record.message_id}"
+    else:
+        who = "sha256:" + hashlib.sha256(record.payload).hexdigest()[:32]
+    return f"{who}/{record.stage}/{record.attempt}"
+
+
+def table_schema(cls: type) -> list[dict[str, str]]:
+    """A stored table: the record's own fields plus its `row_id` (see `row_id`)."""
+    return [*bigquery_schema(cls), {"name": ROW_ID, "type": "STRING", "mode": "REQUIRED"}]

@@ -53,6 +53,7 @@ class RouteBySentiment(beam.DoFn):
                     chat_id=chat.chat_id,
                     model_reply=reply_text,
                     attempt=chat.attempt,
+                    message_id=chat.message_id,
                     model_id=prediction.model_id,
                     prompt_version=ask.prompt_version,
                 ),

@@ -12,7 +12,7 @@ import apache_beam as beam
 
 from triage.records import to_json
 
-__all__ = ["OUTPUT_FILES", "WriteJsonLines"]
+__all__ = ["OUTPUT_FILES", "WriteJsonLines", "WriteToGcp"]
 
 OUTPUT_FILES = {
     "summaries": "summaries.jsonl",
@@ -42,4 +42,54 @@ class WriteJsonLines(beam.PTransform):
                     shard_name_template="",
                 )
             )
+        return beam.pvalue.PDone(outputs.summaries.pipeline)
+
+
+class WriteToGcp(beam.PTransform):
+    """Summaries and dead letters to BigQuery, drafts to the review topic on Pub/Sub.
+
+    A summary or draft that cannot be written becomes a dead letter, so the count still adds up;
+    dead letters that cannot be written make the bundle fail and be retried by the runner.
+    """
+
+    def __init__(
+        self,
+        *,
+        summaries_table: str,
+        dead_letter_table: str,
+        drafts_topic: str,
+        retry_secs: float = 120.0,
+        max_wait_secs: float = 2.0,
+    ):
+        super().__init__()
+        self._summaries_table = summaries_table
+        self._dead_letter_table = dead_letter_table
+        self._drafts_topic = drafts_topic
+        self._retry_secs = retry_secs
+        self._max_wait_secs = max_wait_secs
+
+    def expand(self, outputs):
+        from triage.bigquery_sink import WriteRecordsToBigQuery
+        from triage.pubsub_sink import PublishDrafts
+        from triage.records import DeadLetter, Stage, TriageResult
+
+        timing = {"retry_secs": self._retry_secs, "max_wait_secs": self._max_wait_secs}
+        unwritten_summaries = outputs.summaries | "WriteSummaries" >> WriteRecordsToBigQuery(
+            self._summaries_table, TriageResult, Stage.WRITE_SUMMARY.value, **timing
+        )
+        unpublished_drafts = outputs.drafts | "PublishDrafts" >> PublishDrafts(
+            self._drafts_topic, **timing
+        )
+        all_dead = (
+            outputs.dead_letters,
+            unwritten_summaries,
+            unpublished_drafts,
+        ) | "WithWriteFailures" >> beam.Flatten()
+        _ = all_dead | "WriteDeadLetters" >> WriteRecordsToBigQuery(
+            self._dead_letter_table,
+            DeadLetter,
+            "write_dead_letter",
+            dead_letter_on_failure=False,
+            **timing,
+        )
         return beam.pvalue.PDone(outputs.summaries.pipeline)

@@ -7,7 +7,7 @@ from apache_beam.coders import BytesCoder
 
 from triage import metrics
 
-__all__ = ["ReadJsonLines"]
+__all__ = ["ReadFromSubscription", "ReadJsonLines"]
 
 
 def _not_blank(line: bytes) -> bool:
@@ -30,4 +30,18 @@ class ReadJsonLines(beam.PTransform):
             pbegin
             | "ReadLines" >> beam.io.ReadFromText(self._path, coder=BytesCoder())
             | "SkipBlank" >> beam.Filter(_not_blank)
+        )
+
+
+class ReadFromSubscription(beam.PTransform):
+    """Pub/Sub messages with their attributes and message ids (`PubsubMessage`), so validation
+    can read the replay `attempt` and dead letters can name the message they came from."""
+
+    def __init__(self, subscription: str):
+        super().__init__()
+        self._subscription = subscription
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return pbegin | "ReadFromPubSub" >> beam.io.ReadFromPubSub(
+            subscription=self._subscription, with_attributes=True
         )

@@ -64,7 +64,12 @@ def _check_id(obj: dict[str, Any], key: str) -> str | Rejection:
     return text
 
 
-def parse_chat(payload: bytes, attempt: int = 1) -> Chat | Rejection:
+def parse_chat(
+    payload: bytes,
+    attempt: int = 1,
+    message_id: str | None = None,
+    attributes: dict[str, str] | None = None,
+) -> Chat | Rejection:
     """Apply the input contract. Never raises on any input bytes."""
     if not isinstance(payload, (bytes, bytearray)):
         return Rejection("not_bytes", f"message body is {type(payload).__name__}, not bytes")
@@ -119,7 +124,25 @@ def parse_chat(payload: bytes, attempt: int = 1) -> Chat | Rejection:
         payload=payload,
         extra=extra,
         attempt=attempt,
+        message_id=message_id,
+        attributes=dict(attributes or {}),
     )
+
+
+def _unpack(message: Any) -> tuple[Any, dict[str, str], str | None]:
+    if isinstance(message, (bytes, bytearray)):
+        return message, {}, None
+    data = getattr(message, "data", message)
+    attributes = dict(getattr(message, "attributes", None) or {})
+    return data, attributes, getattr(message, "message_id", None) or None
+
+
+def _attempt(attributes: dict[str, str]) -> int:
+    """Replays carry an `attempt` attribute; anything unreadable counts as a first attempt."""
+    try:
+        return max(1, int(attributes.get("attempt", "1")))
+    except (TypeError, ValueError):
+        return 1
 
 
 class ValidateChats(beam.DoFn):
@@ -131,10 +154,13 @@ class ValidateChats(beam.DoFn):
         self._read = metrics.counter(metrics.CHATS_READ)
         self._invalid = metrics.counter(metrics.CHATS_INVALID)
 
-    def process(self, payload: bytes, attempt: int = 1) -> Iterator[Any]:
+    def process(self, message: Any) -> Iterator[Any]:
+        """`message` is raw bytes (file mode) or a Beam `PubsubMessage` (streaming)."""
         self._read.inc()
+        payload, attributes, message_id = _unpack(message)
+        attempt = _attempt(attributes)
         try:
-            result = parse_chat(payload, attempt)
+            result = parse_chat(payload, attempt, message_id, attributes)
         except Exception as err:  # noqa: BLE001 - a bug here must not stall the stream
             result = Rejection("internal_error", repr(err)[:500])
         if isinstance(result, Chat):
@@ -151,5 +177,6 @@ class ValidateChats(beam.DoFn):
                 payload=body,
                 chat_id=result.chat_id,
                 attempt=attempt,
+                message_id=message_id,
             ),
         )

@@ -1,0 +1,179 @@
+"""Write records to a BigQuery table: batched, exactly once, retried, never dropped.
+
+Exactly once, on the emulator and on BigQuery alike: every row carries a `row_id` derived from
+the chat id and stage (`records.row_id`). Before each insert attempt, the batch's ids already in
+the table are looked up and skipped, so a redelivered message, a replay, or a retry after a
+request that succeeded but whose answer was lost adds nothing. The same id is also sent as
+BigQuery's `insertId`, which covers two workers racing on the same row within a minute.
+
+Uses the official `google-cloud-bigquery` client rather than Beam's `WriteToBigQuery`, which
+cannot reach an emulator: one code path for tests and production.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+
+from triage import metrics
+from triage.gcp import bigquery_client, ensure_table, split_table
+from triage.records import ROW_ID, DeadLetter, row_id, to_dict, to_json
+from triage.retry import RetriesExhausted, with_backoff
+
+__all__ = ["InsertRows", "WriteRecordsToBigQuery"]
+
+LOG = logging.getLogger(__name__)
+
+
+class InsertRows(beam.DoFn):
+    """A batch of records -> their rows in `table`; rows that cannot be written -> DeadLetter.
+
+    Args:
+      table: `project.dataset.table`; created if missing, schema from `record_type`.
+      record_type: the records' dataclass.
+      stage: the dead-letter stage for rows that could not be written.
+      retry_secs: how long transient errors (outages, 5xx, 429) are retried per batch.
+      dead_letter_on_failure: False for the dead-letter table itself: there is nowhere further
+        to send its rows, so exhausted retries raise and the runner retries the bundle (with
+        row ids, that is safe), rather than losing them.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        record_type: type,
+        stage: str,
+        retry_secs: float = 120.0,
+        dead_letter_on_failure: bool = True,
+    ):
+        self._table = table
+        self._record_type = record_type
+        self._stage = stage
+        self._retry_secs = retry_secs
+        self._dead_letter_on_failure = dead_letter_on_failure
+        self._rows_written = metrics.counter(f"rows_written_{split_table(table)[2]}")
+        self._rows_skipped = metrics.counter(f"rows_already_present_{split_table(table)[2]}")
+        self._write_failures = metrics.counter(metrics.WRITE_FAILURES)
+
+    def setup(self) -> None:
+        self._client = bigquery_client(split_table(self._table)[0])
+        with_backoff(
+            lambda: ensure_table(self._client, self._table, self._record_type),
+            self._retry_secs,
+            what=f"create table {self._table}",
+        )
+
+    def teardown(self) -> None:
+        client = getattr(self, "_client", None)
+        if client is not None:
+            client.close()
+
+    def _present(self, ids: list[str]) -> set[str]:
+        from google.cloud import bigquery
+
+        job = self._client.query(
+            f"SELECT {ROW_ID} FROM `{self._table}` WHERE {ROW_ID} IN UNNEST(@ids)",
+            job_config=bigquery.QueryJobConfig(
+                query_parameters=[bigquery.ArrayQueryParameter("ids", "STRING", ids)]
+            ),
+            retry=None,
+            job_retry=None,
+        )
+        return {row[0] for row in job.result(timeout=60, retry=None)}
+
+    def _insert_missing(self, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """One attempt: skip rows already there, insert the rest. Returns per-row errors."""
+        present = self._present(list(rows))
+        todo = [rid for rid in rows if rid not in present]
+        self._rows_skipped.inc(len(rows) - len(todo))
+        if not todo:
+            return []
+        errors = self._client.insert_rows_json(
+            self._table, [rows[rid] for rid in todo], row_ids=todo, retry=None, timeout=60
+        )
+        failed = {todo[e["index"]] for e in errors}
+        self._rows_written.inc(len(todo) - len(failed))
+        # Map error indexes (into `todo`) back to row ids.
+        return [{"row_id": todo[e["index"]], "errors": e.get("errors")} for e in errors]
+
+    def process(self, batch: Iterable[Any]) -> Iterator[DeadLetter]:
+        records = {row_id(r): r for r in batch}  # the same row twice in a batch is one row
+        rows = {rid: {**to_dict(r), ROW_ID: rid} for rid, r in records.items()}
+        try:
+            errors = with_backoff(
+                lambda: self._insert_missing(rows), self._retry_secs, what=f"insert {self._table}"
+            )
+            failures = [
+                (records[e["row_id"]], f"rejected by BigQuery: {e['errors']}") for e in errors
+            ]
+        except Exception as err:
+            if not self._dead_letter_on_failure:
+                raise
+            reason = "retries exhausted" if isinstance(err, RetriesExhausted) else "write failed"
+            failures = [(r, f"{reason}: {err}") for r in records.values()]
+        for record, detail in failures:
+            self._write_failures.inc()
+            if not self._dead_letter_on_failure:
+                raise RuntimeError(f"{self._table}: {detail}")
+            LOG.error("could not write %s to %s: %s", row_id(record), self._table, detail)
+            yield DeadLetter(
+                stage=self._stage,
+                reason="write_failed",
+                detail=detail[:2000],
+                # The row itself, so replay can write it again without re-running the model.
+                payload=to_json(record).encode("utf-8"),
+                chat_id=getattr(record, "chat_id", None),
+                attempt=getattr(record, "attempt", 1),
+                model_id=getattr(record, "model_id", None),
+                prompt_version=getattr(record, "prompt_version", None),
+            )
+
+
+class WriteRecordsToBigQuery(beam.PTransform):
+    """PCollection[record] -> rows in `table`; returns the DeadLetters of rows not written.
+
+    Rows are grouped into batches (`batch_size` rows, or whatever arrived within
+    `max_wait_secs`) across bundles, so a trickle of chats still makes few requests.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        record_type: type,
+        stage: str,
+        *,
+        batch_size: int = 500,
+        max_wait_secs: float = 2.0,
+        retry_secs: float = 120.0,
+        dead_letter_on_failure: bool = True,
+    ):
+        super().__init__()
+        self._insert = InsertRows(table, record_type, stage, retry_secs, dead_letter_on_failure)
+        self._batch_size = batch_size
+        self._max_wait_secs = max_wait_secs
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return (
+            records
+            | "Batch" >> batch_rows(self._batch_size, self._max_wait_secs)
+            | "Insert" >> beam.ParDo(self._insert)
+        )
+
+
+def _shard_key(record: Any, shards: int = 4) -> tuple[int, Any]:
+    return hash(row_id(record)) % shards, record
+
+
+@beam.ptransform_fn
+def batch_rows(records: beam.PCollection, batch_size: int, max_wait_secs: float) -> Any:
+    """Group records into lists across bundles: by size, or by time in a streaming job."""
+    return (
+        records
+        | "ShardKey" >> beam.Map(_shard_key)
+        | "GroupIntoBatches"
+        >> beam.GroupIntoBatches(batch_size, max_buffering_duration_secs=max_wait_secs)
+        | "Values" >> beam.Values()
+    )
