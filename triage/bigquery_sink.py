@@ -172,7 +172,7 @@ def batch_rows(records: beam.PCollection, batch_size: int, max_wait_secs: float)
     """Group records into lists across bundles: by size, or by time in a streaming job."""
     return (
         records
-        | "ShardKey" >> beam.Map(_shard_key)
+        | "ShardKey" >> beam.Map(_shard_key).with_output_types(tuple[int, Any])
         | "GroupIntoBatches"
         >> beam.GroupIntoBatches(batch_size, max_buffering_duration_secs=max_wait_secs)
         | "Values" >> beam.Values()

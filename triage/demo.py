@@ -102,7 +102,13 @@ def count_outcomes(bq: Any, infra: Any, drafts: DraftCounter) -> Outcome:
 class StreamingRun:
     """The streaming pipeline, started in this process and cancelled when done."""
 
-    def __init__(self, infra: Any, beam_args: list[str]):
+    def __init__(
+        self,
+        infra: Any,
+        beam_args: list[str],
+        handlers: tuple[Any, Any] | None = None,
+        token_counter: Any = None,
+    ):
         import apache_beam as beam
         from apache_beam.options.pipeline_options import StandardOptions
 
@@ -125,6 +131,8 @@ class StreamingRun:
                 max_wait_secs=0.5,
             ),
             options,
+            handlers=handlers,
+            token_counter=token_counter,
         )
         self._result: Any = None
 

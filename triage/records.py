@@ -215,7 +215,9 @@ def row_id(record: TriageResult | Draft | DeadLetter) -> str:
     """The idempotency key of a stored row: the same chat at the same stage always gets the same
     id, so a redelivered or replayed message never adds a second row.
 
-    Dead letters also key on the attempt: a replayed chat that fails again is a new fact.
+    Dead letters also key on the attempt: a replayed chat that fails again is a new fact. A
+    message without a readable chat id is keyed by its bytes, so resending the same broken
+    message does not add rows either.
     """
     if isinstance(record, TriageResult):
         return f"{record.chat_id}/summary"
@@ -223,8 +225,6 @@ def row_id(record: TriageResult | Draft | DeadLetter) -> str:
         return f"{record.chat_id}/draft"
     if record.chat_id is not None:
         who = f"chat:{record.chat_id}"
-    elif record.message_id:
-        who = f"msg:{record.message_id}"
     else:
         who = "sha256:" + hashlib.sha256(record.payload).hexdigest()[:32]
     return f"{who}/{record.stage}/{record.attempt}"
