@@ -28,3 +28,18 @@ def tiny_preset() -> str:
         ]
         build_tiny_preset(TINY_PRESET, corpus=corpus)
     return str(TINY_PRESET)
+
+
+@pytest.fixture(scope="session")
+def emulators():
+    """Google's Pub/Sub emulator and bqemulator on loopback, with the client environment set
+    to reach them, for the whole session; stopped at the end."""
+    from triage.demo import local_services
+
+    with local_services() as (pubsub, bigquery):
+        yield pubsub, bigquery
+
+
+@pytest.fixture
+def emulators_env(emulators):
+    return emulators

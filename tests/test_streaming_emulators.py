@@ -19,17 +19,16 @@ from google.cloud import bigquery
 
 from tests.fakes import ScriptedApologyHandler, ScriptedTriageHandler
 from tests.tcp_proxy import TcpProxy
-from triage.demo import PROJECT, StreamingRun, local_services, publish_lines
+from triage.demo import PROJECT, StreamingRun, publish_lines
 from triage.gcp import Infrastructure, _ensure_subscription, ensure_infrastructure
 from triage.infer import byte_counter
 
 pytestmark = pytest.mark.emulators
 
 
-@pytest.fixture(scope="module")
-def services():
-    with local_services() as (pubsub, bq):
-        yield pubsub, bq
+@pytest.fixture
+def services(emulators):
+    return emulators
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from typing import Any
 __all__ = ["Outcome", "StreamingRun", "count_outcomes", "main", "publish_lines"]
 
 PROJECT = "demo-project"
+# The `bq` tool reads the API description from here instead of asking the (emulated) server.
+BQ_DISCOVERY = "/usr/lib/google-cloud-sdk/platform/bq/discovery_next/bigquery.json"
 
 
 def _say(message: str) -> None:
@@ -235,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chats", default="examples/chats.jsonl")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait, at most")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the emulators running after the report, to inspect them (Ctrl-C stops)",
+    )
     args, beam_args = parser.parse_known_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -276,17 +283,38 @@ def main(argv: list[str] | None = None) -> int:
             drafts.close()
         report = _report(bq, infra)
         bq.close()
-    for line in report:
-        _say(line)
-    _say("")
-    if outcome.total != len(payloads):
-        _say(f"demo: only {outcome.total} of {len(payloads)} chats accounted for in time")
-        return 1
-    _say(
-        f"demo: {len(payloads)} chats -> {outcome.summaries} summaries, {outcome.drafts} drafts, "
-        f"{outcome.dead_letters} dead letters"
-    )
+        for line in report:
+            _say(line)
+        _say("")
+        if outcome.total != len(payloads):
+            _say(f"demo: only {outcome.total} of {len(payloads)} chats accounted for in time")
+            return 1
+        _say(
+            f"demo: {len(payloads)} chats -> {outcome.summaries} summaries, "
+            f"{outcome.drafts} drafts, {outcome.dead_letters} dead letters"
+        )
+        if args.keep:
+            _keep_running(pubsub, bigquery, infra)
     return 0
+
+
+def _keep_running(pubsub: Any, bigquery: Any, infra: Any) -> None:
+    bq = (
+        f"bq --api={bigquery.endpoint} --discovery_file={BQ_DISCOVERY} "
+        f"--project_id={PROJECT} --oauth_access_token=emulator"
+    )
+    _say(
+        "\nThe emulators keep running until Ctrl-C. From another shell:\n"
+        f"  {bq} query --nouse_legacy_sql "
+        f"'SELECT stage, reason, COUNT(*) n FROM `{infra.dead_letter_table}` GROUP BY 1, 2'\n"
+        f"  {bq} head -n 5 {infra.summaries_table.replace('.', ':', 1)}\n"
+        f'  PUBSUB_EMULATOR_HOST={pubsub.host} .venv/bin/python -c "..."  # Pub/Sub clients'
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":
