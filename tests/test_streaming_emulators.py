@@ -20,7 +20,7 @@ from google.cloud import bigquery
 from tests.fakes import ScriptedApologyHandler, ScriptedTriageHandler
 from tests.tcp_proxy import TcpProxy
 from triage.demo import PROJECT, StreamingRun, publish_lines
-from triage.gcp import Infrastructure, _ensure_subscription, ensure_infrastructure
+from triage.gcp import Infrastructure, ensure_infrastructure, ensure_subscription
 from triage.infer import byte_counter
 
 pytestmark = pytest.mark.emulators
@@ -41,7 +41,7 @@ def infra(services):
     ensure_infrastructure(names)
     audit = f"projects/{PROJECT}/subscriptions/{prefix}drafts-audit"
     sub = subscriber_client()
-    _ensure_subscription(sub, audit, names.drafts_topic)
+    ensure_subscription(sub, audit, names.drafts_topic)
     sub.close()
     return names, audit
 

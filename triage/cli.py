@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-__all__ = ["main"]
+__all__ = ["configure_logging", "main", "parse_reply_lines"]
 
 
-def _quiet_logs(verbose: bool) -> None:
+def configure_logging(verbose: bool) -> None:
     """Structured, quiet by default: one line per event, warnings and up unless -v."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # TensorFlow is used only by keras-hub's tokenizers; its oneDNN notice is noise here.
@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.command != "run" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    _quiet_logs(args.verbose)
+    configure_logging(args.verbose)
     if args.command == "parse-reply":
         parse_reply_lines(sys.stdin, sys.stdout)
         return 0

@@ -245,18 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = parser.parse_known_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    from triage.cli import _quiet_logs
+    from triage.cli import configure_logging
 
-    _quiet_logs(verbose=False)
+    configure_logging(verbose=False)
     payloads = [line for line in Path(args.chats).read_bytes().splitlines() if line.strip()]
 
     _say("demo: starting the Pub/Sub and BigQuery emulators on loopback ...")
     with local_services() as (pubsub, bigquery):
         from triage.gcp import (
             Infrastructure,
-            _ensure_subscription,
             bigquery_client,
             ensure_infrastructure,
+            ensure_subscription,
             subscriber_client,
         )
 
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_infrastructure(infra)
         audit = f"projects/{PROJECT}/subscriptions/drafts-demo-audit"
         sub = subscriber_client()
-        _ensure_subscription(sub, audit, infra.drafts_topic)
+        ensure_subscription(sub, audit, infra.drafts_topic)
         sub.close()
         _say(f"demo: Pub/Sub at {pubsub.host}, BigQuery at {bigquery.endpoint}")
         _say(f"demo: infrastructure ready; publishing {len(payloads)} chats to {infra.input_topic}")

@@ -16,6 +16,8 @@ __all__ = [
     "Infrastructure",
     "bigquery_client",
     "ensure_infrastructure",
+    "ensure_subscription",
+    "ensure_table",
     "publisher_client",
     "split_table",
     "subscriber_client",
@@ -96,7 +98,7 @@ def _ensure_topic(publisher: Any, topic: str) -> None:
         pass
 
 
-def _ensure_subscription(subscriber: Any, subscription: str, topic: str) -> None:
+def ensure_subscription(subscriber: Any, subscription: str, topic: str) -> None:
     from google.api_core.exceptions import AlreadyExists
 
     try:
@@ -133,8 +135,8 @@ def ensure_infrastructure(infra: Infrastructure) -> None:
     try:
         for topic in (infra.input_topic, infra.drafts_topic):
             _ensure_topic(publisher, topic)
-        _ensure_subscription(subscriber, infra.input_subscription, infra.input_topic)
-        _ensure_subscription(subscriber, infra.review_subscription, infra.drafts_topic)
+        ensure_subscription(subscriber, infra.input_subscription, infra.input_topic)
+        ensure_subscription(subscriber, infra.review_subscription, infra.drafts_topic)
     finally:
         subscriber.close()
     for table, record_type in (
