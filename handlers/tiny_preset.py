@@ -99,11 +99,11 @@ def build_tiny_preset(
     backbone = keras_hub.models.GemmaBackbone(
         vocabulary_size=tokenizer.vocabulary_size(),
         num_layers=num_layers,
-        num_query_heads=2,
+        num_query_heads=max(2, hidden_dim // 32),
         num_key_value_heads=1,
         hidden_dim=hidden_dim,
         intermediate_dim=hidden_dim * 2,
-        head_dim=hidden_dim // 2,
+        head_dim=32,
         # Gemma 2 architecture flags, as in the real gemma2 presets.
         query_head_dim_normalize=True,
         use_post_ffw_norm=True,
@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vocab_size", type=int, default=1024)
+    parser.add_argument("--num_layers", type=int, default=2)
+    parser.add_argument("--hidden_dim", type=int, default=64)
     parser.add_argument(
         "--corpus", nargs="*", default=[], help="text files whose lines also train the tokenizer"
     )
@@ -132,7 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         line for path in args.corpus for line in Path(path).read_text("utf-8").splitlines() if line
     ]
-    path = build_tiny_preset(args.out_dir, seed=args.seed, corpus=lines)
+    path = build_tiny_preset(
+        args.out_dir,
+        vocab_size=args.vocab_size,
+        num_layers=args.num_layers,
+        hidden_dim=args.hidden_dim,
+        seed=args.seed,
+        corpus=lines,
+    )
     print(f"tiny Gemma 2 preset written to {path}", file=sys.stderr)
     return 0
 

@@ -119,6 +119,9 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+# Subcommands whose flags live in their own module.
+_DELEGATED = {"finetune": "triage.finetune", "eval": "triage.evaluate"}
+
 _STREAMING_FLAGS = ("input_subscription", "summaries_table", "dead_letter_table", "drafts_topic")
 
 
@@ -210,7 +213,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help='why a model reply was (not) accepted: JSON lines {"reply": ...} on stdin',
     )
 
+    sub.add_parser(
+        "finetune",
+        add_help=False,
+        help="fine-tune a Gemma preset on triage examples and approved drafts (--help for more)",
+    )
+    sub.add_parser(
+        "eval",
+        add_help=False,
+        help="parse share, sentiment accuracy and drafts of a preset on labelled chats",
+    )
+
     args, rest = parser.parse_known_args(argv)
+    if args.command in _DELEGATED:
+        configure_logging(args.verbose)
+        module = __import__(_DELEGATED[args.command], fromlist=["main"])
+        return module.main(rest)
     if args.command != "run" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     configure_logging(args.verbose)
