@@ -6,8 +6,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 __all__ = ["DEFAULT_MODEL_PRESET", "TriageOptions"]
 
-# Built by `make setup`: a tiny random Gemma 2-architecture preset for local runs and tests.
-DEFAULT_MODEL_PRESET = "models/tiny-gemma2"
+# The committed demo model (see `make demo-model`); pass a real Gemma preset in production.
+DEFAULT_MODEL_PRESET = "models/demo-gemma2"
 
 
 class TriageOptions(PipelineOptions):
