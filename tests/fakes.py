@@ -18,7 +18,8 @@ class ScriptedModel:
 
 
 class ScriptedTriageHandler(ModelHandler[str, PredictionResult, ScriptedModel]):
-    """Replies by marker: [pos] 1, [neu] 0, [neg] -1, [garbage] noise, [boom] raises.
+    """Replies by marker: [pos] 1, [neu] 0, [neg] -1, [garbage] noise, [boom] raises;
+    [fixable] answers noise at first and properly when asked to repair (the repair prompt).
 
     Raises too when a prompt exceeds `max_prompt_bytes`, so a test can prove prompts were
     shortened before they reached the model.
@@ -40,7 +41,8 @@ class ScriptedTriageHandler(ModelHandler[str, PredictionResult, ScriptedModel]):
                 raise ValueError(f"prompt of {len(prompt.encode())} bytes reached the model")
             if "[boom]" in prompt:
                 raise RuntimeError("simulated accelerator failure")
-            if "[garbage]" in prompt:
+            first_try = "<previous_answer>" not in prompt
+            if "[garbage]" in prompt or ("[fixable]" in prompt and first_try):
                 reply = "I think the customer is... {sentiment: maybe"
             else:
                 sentiment = 1 if "[pos]" in prompt else -1 if "[neg]" in prompt else 0

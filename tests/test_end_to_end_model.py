@@ -64,7 +64,9 @@ def test_real_handler_pipeline_sends_noise_to_dead_letters(tiny_preset, tmp_path
     ]
     parsed = [d for d in dead if d.stage == "triage_parse"]
     assert parsed and all(d.model_reply is not None for d in parsed)
-    assert all(d.model_id == tiny_preset and d.prompt_version == "triage-v1" for d in parsed)
+    assert all(d.model_id == tiny_preset for d in parsed)
+    # Noise, then noise again when asked to repair: one repair recorded on each.
+    assert all(d.prompt_version == "triage-v1+repair-v1" and d.repairs == 1 for d in parsed)
     assert sorted(d.payload for d in dead) == sorted(payloads)  # every original byte kept
 
 

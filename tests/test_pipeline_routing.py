@@ -45,6 +45,7 @@ CASES = [
     ("42", msg(42, "[neu] numeric ids are fine", user_id=9), "summary:0"),
     ("bom", codecs.BOM_UTF8 + msg("bom", "[pos] BOM in front"), "summary:1"),
     ("gb", msg("gb", "[garbage] the model will ramble"), "dead:triage_parse:truncated_json"),
+    ("fix", msg("fix", "[fixable] [pos] rambles first, then repaired"), "summary:1"),
     ("boom", msg("boom", "[boom] the accelerator fails"), "dead:triage_inference:inference_error"),
     ("nd", msg("nd", "[neg] [nodraft] angry"), "dead:apology_parse:empty_draft"),
     ("db", msg("db", "[neg] [draftboom] angry"), "dead:apology_inference:inference_error"),
@@ -131,6 +132,8 @@ def test_summary_rows_carry_chat_and_versions(run_result):
     assert by_id["e1"].user_id == "user-🍕"
     assert by_id["42"].chat_id == "42"
     assert by_id["long"].chat_message == LONG_CHAT  # the prompt was shortened, not the record
+    # Repaired in the pipeline: both templates are named in the row.
+    assert by_id["fix"].prompt_version == "triage-v1+repair-v1"
 
 
 def test_drafts_carry_triage_and_apology(run_result):
@@ -151,7 +154,8 @@ def test_dead_letters_keep_payload_reply_and_context(run_result):
     garbage = by_label["gb"]
     assert garbage.model_reply.startswith("I think the customer is")
     assert garbage.payload == LABEL_AND_PAYLOAD["gb"]
-    assert garbage.prompt_version == "triage-v1"
+    assert garbage.prompt_version == "triage-v1+repair-v1"  # its last answer was a repair
+    assert garbage.repairs == 1
     assert garbage.model_id == "scripted-model"
     boom = by_label["boom"]
     assert "simulated accelerator failure" in boom.detail
@@ -169,27 +173,29 @@ LABEL_AND_PAYLOAD = {label: payload for label, payload, _ in CASES}
 
 def test_metrics_count_each_route(run_result):
     result, _ = run_result
-    counters = {
-        c.key.metric.name: c.committed
-        for c in result.metrics().query(MetricsFilter().with_namespace("triage"))["counters"]
-    }
+    counters: dict[str, int] = {}
+    # The same counter in several steps (routing runs once per repair stage) is summed.
+    for c in result.metrics().query(MetricsFilter().with_namespace("triage"))["counters"]:
+        counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
     n_invalid = sum(1 for _, _, outcome in CASES if outcome.startswith("dead:validate"))
     assert counters["chats_read"] == len(CASES)
     assert counters["chats_invalid"] == n_invalid
-    assert counters["sentiment_positive"] == 5
+    assert counters["sentiment_positive"] == 6
     assert counters["sentiment_neutral"] == 3
     assert counters["sentiment_negative"] == 4
-    assert counters["replies_unparseable"] == 1
+    assert counters["replies_unparseable"] == 3  # gb twice, fix once
+    assert counters["repair_attempts"] == 2
+    assert counters["repairs_succeeded"] == 1
     assert counters["drafts"] == 2
     assert counters["drafts_failed"] == 1
     assert counters["prompts_shortened"] == 1
     assert counters["dead_letters"] == sum(1 for *_, o in CASES if o.startswith("dead"))
-    dists = {
-        d.key.metric.name: d.committed
-        for d in result.metrics().query(MetricsFilter().with_namespace("triage"))["distributions"]
-    }
-    assert dists["prompt_tokens"].max <= MAX_PROMPT_TOKENS
-    assert dists["reply_chars"].count == len(CASES) - n_invalid - 1  # all but the failed batch
+    dists: dict[str, list] = {}
+    for d in result.metrics().query(MetricsFilter().with_namespace("triage"))["distributions"]:
+        dists.setdefault(d.key.metric.name, []).append(d.committed)
+    assert max(d.max for d in dists["prompt_tokens"]) <= MAX_PROMPT_TOKENS
+    # Every valid chat's reply but the failed batch's, plus the two repair replies.
+    assert sum(d.count for d in dists["reply_chars"]) == len(CASES) - n_invalid - 1 + 2
 
 
 def test_failed_batch_sends_every_element_to_dead_letters():

@@ -30,6 +30,10 @@ class Ask:
     chat: Chat
     triage: TriageResult | None = None
     prompt_version: str = ""
+    # For a repair request: the reply that failed to parse, why, and which repair this is.
+    previous_answer: str | None = None
+    parse_error: str | None = None
+    repairs: int = 0
 
 
 class ModelAnswers(NamedTuple):
@@ -37,6 +41,10 @@ class ModelAnswers(NamedTuple):
 
     answers: beam.PCollection
     dead_letters: beam.PCollection
+
+
+# The repair prompt shows the failed answer; a runaway reply need not be shown whole.
+_MAX_PREVIOUS_ANSWER_CHARS = 2000
 
 
 def byte_counter() -> Callable[[str], int]:
@@ -74,6 +82,9 @@ class _RenderPrompts(beam.DoFn):
         values = {"user_id": chat.user_id}
         if ask.triage is not None:
             values["summary"] = ask.triage.summary
+        if ask.previous_answer is not None:
+            values["previous_answer"] = ask.previous_answer[:_MAX_PREVIOUS_ANSWER_CHARS]
+            values["error"] = ask.parse_error or ""
         try:
             rendered = self._template.render(chat.chat_message, self._budget, **values)
         except Exception as err:  # noqa: BLE001 - PromptTooLong, or a tokenizer failure
@@ -90,6 +101,7 @@ class _RenderPrompts(beam.DoFn):
                     message_id=chat.message_id,
                     model_id=self._model_id,
                     prompt_version=self._template.version,
+                    repairs=ask.repairs,
                 ),
             )
             return
@@ -98,7 +110,9 @@ class _RenderPrompts(beam.DoFn):
         if rendered.tokens is not None:
             self._prompt_tokens.update(rendered.tokens)
         self._prompt_chars.update(len(rendered.text))
-        yield dataclasses.replace(ask, prompt_version=rendered.version), rendered.text
+        # A repaired answer owes its prompt to both templates: "triage-v1+repair-v1".
+        version = f"{ask.prompt_version}+{rendered.version}" if ask.repairs else rendered.version
+        yield dataclasses.replace(ask, prompt_version=version), rendered.text
 
 
 def _failed_batch_to_dead_letters(
@@ -117,6 +131,7 @@ def _failed_batch_to_dead_letters(
             message_id=ask.chat.message_id,
             model_id=model_id,
             prompt_version=ask.prompt_version,
+            repairs=ask.repairs,
         )
 
 

@@ -34,6 +34,13 @@ class TriageOptions(PipelineOptions):
         )
         model.add_argument("--triage_prompt_version", default=None, help="e.g. triage-v1")
         model.add_argument("--apology_prompt_version", default=None, help="e.g. apology-v1")
+        model.add_argument(
+            "--repair_attempts",
+            type=int,
+            default=1,
+            help="repair prompts tried on a reply that does not parse, before dead-lettering",
+        )
+        model.add_argument("--repair_prompt_version", default=None, help="e.g. repair-v1")
         batching = parser.add_argument_group("batching and model sharing (Beam RunInference)")
         batching.add_argument("--min_batch_size", type=int, default=1)
         batching.add_argument("--max_batch_size", type=int, default=8)

@@ -1,4 +1,5 @@
-"""The pipeline, top to bottom: validate -> prompt -> infer -> parse -> route -> apology -> write.
+"""The pipeline, top to bottom: validate -> prompt -> infer -> parse -> (repair) -> route ->
+apology -> write.
 
 `TriageChats` is the whole design diagram as one PTransform over raw message bytes; sources and
 sinks stay outside it, so file mode, Pub/Sub and BigQuery all run the same core.
@@ -17,7 +18,7 @@ from triage.apology import MakeDrafts
 from triage.infer import Ask, AskModel, TokenCounterFactory, byte_counter
 from triage.options import TriageOptions
 from triage.records import Stage
-from triage.route import ERROR, MAIN, NEGATIVE, RouteBySentiment
+from triage.route import ERROR, MAIN, NEGATIVE, RouteBySentiment, repair_ask, unparsed_to_dead
 from triage.validate import ValidateChats
 
 __all__ = ["TriageChats", "TriageOutputs", "build_pipeline", "handlers_from_options"]
@@ -46,6 +47,8 @@ class TriageChats(beam.PTransform):
       triage_prompt_version / apology_prompt_version: template versions; None for the newest.
       max_prompt_tokens: prompt budget; chats are shortened to fit.
       token_counter: picklable factory of the model's token counter.
+      repair_attempts: how many times a reply that fails to parse is shown back to the model
+        with the parser's reason (the `repair` prompt) before the chat is dead-lettered.
     """
 
     def __init__(
@@ -58,6 +61,8 @@ class TriageChats(beam.PTransform):
         apology_prompt_version: str | None = None,
         max_prompt_tokens: int = 1024,
         token_counter: TokenCounterFactory = byte_counter,
+        repair_attempts: int = 1,
+        repair_prompt_version: str | None = None,
     ):
         super().__init__()
         common = {
@@ -73,6 +78,18 @@ class TriageChats(beam.PTransform):
             inference_stage=Stage.TRIAGE_INFERENCE.value,
             **common,
         )
+        # Beam pipelines are acyclic: each repair attempt is its own stage, unrolled.
+        self._repairs = [
+            AskModel(
+                triage_handler,
+                template_name="repair",
+                template_version=repair_prompt_version,
+                prompt_stage=Stage.REPAIR_PROMPT.value,
+                inference_stage=Stage.REPAIR_INFERENCE.value,
+                **common,
+            )
+            for _ in range(repair_attempts)
+        ]
         self._apology = AskModel(
             apology_handler,
             template_name="apology",
@@ -90,7 +107,20 @@ class TriageChats(beam.PTransform):
         routed = triage.answers | "ParseAndRoute" >> beam.ParDo(RouteBySentiment()).with_outputs(
             MAIN, NEGATIVE, ERROR
         )
-        apology = routed[NEGATIVE] | "Apology" >> self._apology
+        mains, negatives, model_failures = [routed[MAIN]], [routed[NEGATIVE]], []
+        unparsed = routed[ERROR]
+        for n, repair in enumerate(self._repairs, start=1):
+            answers = unparsed | f"RepairAsk{n}" >> beam.Map(repair_ask) | f"Repair{n}" >> repair
+            rerouted = answers.answers | f"RepairRoute{n}" >> beam.ParDo(
+                RouteBySentiment()
+            ).with_outputs(MAIN, NEGATIVE, ERROR)
+            mains.append(rerouted[MAIN])
+            negatives.append(rerouted[NEGATIVE])
+            model_failures.append(answers.dead_letters)
+            unparsed = rerouted[ERROR]
+        summaries = mains | "AllSummaries" >> beam.Flatten()
+        negative = negatives | "AllNegatives" >> beam.Flatten()
+        apology = negative | "Apology" >> self._apology
         drafts = apology.answers | "MakeDrafts" >> beam.ParDo(MakeDrafts()).with_outputs(
             MakeDrafts.DEAD_LETTER, main="drafts"
         )
@@ -98,14 +128,15 @@ class TriageChats(beam.PTransform):
             (
                 chats[ValidateChats.DEAD_LETTER],
                 triage.dead_letters,
-                routed[ERROR],
+                *model_failures,
+                unparsed | "Unrepaired" >> beam.Map(unparsed_to_dead),
                 apology.dead_letters,
                 drafts[MakeDrafts.DEAD_LETTER],
             )
             | "AllDeadLetters" >> beam.Flatten()
             | "CountDeadLetters" >> beam.Map(_count_dead_letter)
         )
-        return TriageOutputs(routed[MAIN], drafts.drafts, dead_letters)
+        return TriageOutputs(summaries, drafts.drafts, dead_letters)
 
 
 def handlers_from_options(options: TriageOptions) -> tuple[ModelHandler, ModelHandler]:
@@ -155,6 +186,8 @@ def build_pipeline(
             apology_prompt_version=options.apology_prompt_version,
             max_prompt_tokens=options.max_prompt_tokens,
             token_counter=counter,
+            repair_attempts=options.repair_attempts,
+            repair_prompt_version=options.repair_prompt_version,
         )
     )
     _ = outputs | "Write" >> sink

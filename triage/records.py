@@ -41,6 +41,8 @@ class Stage(enum.StrEnum):
     PROMPT = "prompt"
     TRIAGE_INFERENCE = "triage_inference"
     TRIAGE_PARSE = "triage_parse"
+    REPAIR_PROMPT = "repair_prompt"
+    REPAIR_INFERENCE = "repair_inference"
     APOLOGY_PROMPT = "apology_prompt"
     APOLOGY_INFERENCE = "apology_inference"
     APOLOGY_PARSE = "apology_parse"
@@ -125,6 +127,8 @@ class DeadLetter:
     model_id: str | None = None
     prompt_version: str | None = None
     message_id: str | None = None
+    # How many in-pipeline repair prompts were tried on this chat's reply before giving up.
+    repairs: int = 0
     failed_at: str = dataclasses.field(default_factory=utc_now)
 
 
