@@ -6,11 +6,27 @@ Beam's batching options so tests can pin batch sizes.
 
 from __future__ import annotations
 
+import collections
 import json
+import re
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+# How often each chat has been asked, across handler copies in this process: [flakyN] chats
+# fail their first N answers (so a replay, not the in-pipeline repair, is what fixes them).
+_ASKED: collections.Counter[str] = collections.Counter()
+_ASKED_LOCK = threading.Lock()
+_FLAKY = re.compile(r"\[flaky(\d+)\]")
+
+
+def _times_asked(prompt: str) -> int:
+    chat = prompt[prompt.rfind("<chat>") : prompt.rfind("</chat>")]
+    with _ASKED_LOCK:
+        _ASKED[chat] += 1
+        return _ASKED[chat]
 
 
 class ScriptedModel:
@@ -19,7 +35,8 @@ class ScriptedModel:
 
 class ScriptedTriageHandler(ModelHandler[str, PredictionResult, ScriptedModel]):
     """Replies by marker: [pos] 1, [neu] 0, [neg] -1, [garbage] noise, [boom] raises;
-    [fixable] answers noise at first and properly when asked to repair (the repair prompt).
+    [fixable] answers noise at first and properly when asked to repair (the repair prompt);
+    [flakyN] answers noise the first N times its chat is asked.
 
     Raises too when a prompt exceeds `max_prompt_bytes`, so a test can prove prompts were
     shortened before they reached the model.
@@ -42,7 +59,9 @@ class ScriptedTriageHandler(ModelHandler[str, PredictionResult, ScriptedModel]):
             if "[boom]" in prompt:
                 raise RuntimeError("simulated accelerator failure")
             first_try = "<previous_answer>" not in prompt
-            if "[garbage]" in prompt or ("[fixable]" in prompt and first_try):
+            flaky = _FLAKY.search(prompt)
+            still_flaky = flaky is not None and _times_asked(prompt) <= int(flaky.group(1))
+            if "[garbage]" in prompt or ("[fixable]" in prompt and first_try) or still_flaky:
                 reply = "I think the customer is... {sentiment: maybe"
             else:
                 sentiment = 1 if "[pos]" in prompt else -1 if "[neg]" in prompt else 0

@@ -23,9 +23,67 @@ from triage.gcp import bigquery_client, ensure_table, split_table
 from triage.records import ROW_ID, DeadLetter, row_id, to_dict, to_json
 from triage.retry import RetriesExhausted, with_backoff
 
-__all__ = ["InsertRows", "WriteRecordsToBigQuery"]
+__all__ = ["InsertRows", "RowWriter", "WriteRecordsToBigQuery", "batch_rows"]
 
 LOG = logging.getLogger(__name__)
+
+
+class RowWriter:
+    """Exactly-once, retried writes of records to one table; used by the pipeline's sink and by
+    `triage replay`. `write` returns (record, why) for the rows BigQuery refused, and raises
+    `RetriesExhausted` (or a permanent error) when the table cannot be reached at all."""
+
+    def __init__(self, table: str, record_type: type, retry_secs: float = 120.0):
+        self.table = table
+        self._record_type = record_type
+        self._retry_secs = retry_secs
+        self.written = 0
+        self.already_present = 0
+        self._client = bigquery_client(split_table(table)[0])
+        with_backoff(
+            lambda: ensure_table(self._client, table, record_type),
+            retry_secs,
+            what=f"create table {table}",
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _present(self, ids: list[str]) -> set[str]:
+        from google.cloud import bigquery
+
+        job = self._client.query(
+            f"SELECT {ROW_ID} FROM `{self.table}` WHERE {ROW_ID} IN UNNEST(@ids)",
+            job_config=bigquery.QueryJobConfig(
+                query_parameters=[bigquery.ArrayQueryParameter("ids", "STRING", ids)]
+            ),
+            retry=None,
+            job_retry=None,
+        )
+        return {row[0] for row in job.result(timeout=60, retry=None)}
+
+    def _insert_missing(self, rows: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
+        """One attempt: skip rows already there, insert the rest; (row id, errors) refused."""
+        present = self._present(list(rows))
+        todo = [rid for rid in rows if rid not in present]
+        self.already_present += len(rows) - len(todo)
+        if not todo:
+            return []
+        errors = self._client.insert_rows_json(
+            self.table, [rows[rid] for rid in todo], row_ids=todo, retry=None, timeout=60
+        )
+        self.written += len(todo) - len(errors)
+        return [(todo[e["index"]], e.get("errors")) for e in errors]
+
+    def write(self, records: Iterable[Any]) -> list[tuple[Any, str]]:
+        by_id = {row_id(r): r for r in records}  # the same row twice in a batch is one row
+        if not by_id:
+            return []
+        rows = {rid: {**to_dict(r), ROW_ID: rid} for rid, r in by_id.items()}
+        refused = with_backoff(
+            lambda: self._insert_missing(rows), self._retry_secs, what=f"insert {self.table}"
+        )
+        return [(by_id[rid], f"rejected by BigQuery: {errors}") for rid, errors in refused]
 
 
 class InsertRows(beam.DoFn):
@@ -59,61 +117,25 @@ class InsertRows(beam.DoFn):
         self._write_failures = metrics.counter(metrics.WRITE_FAILURES)
 
     def setup(self) -> None:
-        self._client = bigquery_client(split_table(self._table)[0])
-        with_backoff(
-            lambda: ensure_table(self._client, self._table, self._record_type),
-            self._retry_secs,
-            what=f"create table {self._table}",
-        )
+        self._writer = RowWriter(self._table, self._record_type, self._retry_secs)
 
     def teardown(self) -> None:
-        client = getattr(self, "_client", None)
-        if client is not None:
-            client.close()
-
-    def _present(self, ids: list[str]) -> set[str]:
-        from google.cloud import bigquery
-
-        job = self._client.query(
-            f"SELECT {ROW_ID} FROM `{self._table}` WHERE {ROW_ID} IN UNNEST(@ids)",
-            job_config=bigquery.QueryJobConfig(
-                query_parameters=[bigquery.ArrayQueryParameter("ids", "STRING", ids)]
-            ),
-            retry=None,
-            job_retry=None,
-        )
-        return {row[0] for row in job.result(timeout=60, retry=None)}
-
-    def _insert_missing(self, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        """One attempt: skip rows already there, insert the rest. Returns per-row errors."""
-        present = self._present(list(rows))
-        todo = [rid for rid in rows if rid not in present]
-        self._rows_skipped.inc(len(rows) - len(todo))
-        if not todo:
-            return []
-        errors = self._client.insert_rows_json(
-            self._table, [rows[rid] for rid in todo], row_ids=todo, retry=None, timeout=60
-        )
-        failed = {todo[e["index"]] for e in errors}
-        self._rows_written.inc(len(todo) - len(failed))
-        # Map error indexes (into `todo`) back to row ids.
-        return [{"row_id": todo[e["index"]], "errors": e.get("errors")} for e in errors]
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            writer.close()
 
     def process(self, batch: Iterable[Any]) -> Iterator[DeadLetter]:
-        records = {row_id(r): r for r in batch}  # the same row twice in a batch is one row
-        rows = {rid: {**to_dict(r), ROW_ID: rid} for rid, r in records.items()}
+        records = list(batch)
+        written, skipped = self._writer.written, self._writer.already_present
         try:
-            errors = with_backoff(
-                lambda: self._insert_missing(rows), self._retry_secs, what=f"insert {self._table}"
-            )
-            failures = [
-                (records[e["row_id"]], f"rejected by BigQuery: {e['errors']}") for e in errors
-            ]
+            failures = self._writer.write(records)
         except Exception as err:
             if not self._dead_letter_on_failure:
                 raise
             reason = "retries exhausted" if isinstance(err, RetriesExhausted) else "write failed"
-            failures = [(r, f"{reason}: {err}") for r in records.values()]
+            failures = [(r, f"{reason}: {err}") for r in {row_id(r): r for r in records}.values()]
+        self._rows_written.inc(self._writer.written - written)
+        self._rows_skipped.inc(self._writer.already_present - skipped)
         for record, detail in failures:
             self._write_failures.inc()
             if not self._dead_letter_on_failure:

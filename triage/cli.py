@@ -120,7 +120,12 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 # Subcommands whose flags live in their own module.
-_DELEGATED = {"finetune": "triage.finetune", "eval": "triage.evaluate"}
+_DELEGATED = {
+    "finetune": ("triage.finetune", "main"),
+    "eval": ("triage.evaluate", "main"),
+    "replay": ("triage.replay", "main_replay"),
+    "dead-letters": ("triage.replay", "main_dead_letters"),
+}
 
 _STREAMING_FLAGS = ("input_subscription", "summaries_table", "dead_letter_table", "drafts_topic")
 
@@ -224,11 +229,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="parse share, sentiment accuracy and drafts of a preset on labelled chats",
     )
 
+    sub.add_parser(
+        "replay",
+        add_help=False,
+        help="republish (or rewrite) dead letters, once each, up to an attempt cap",
+    )
+    sub.add_parser(
+        "dead-letters", add_help=False, help="recent dead letters grouped by stage and reason"
+    )
+
     args, rest = parser.parse_known_args(argv)
     if args.command in _DELEGATED:
         configure_logging(args.verbose)
-        module = __import__(_DELEGATED[args.command], fromlist=["main"])
-        return module.main(rest)
+        module_name, function = _DELEGATED[args.command]
+        module = __import__(module_name, fromlist=[function])
+        return getattr(module, function)(rest)
     if args.command != "run" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     configure_logging(args.verbose)

@@ -74,6 +74,7 @@ class Infrastructure:
     review_subscription: str
     summaries_table: str
     dead_letter_table: str
+    replays_table: str
 
     @classmethod
     def named(cls, project: str, dataset: str = "triage", prefix: str = "") -> Infrastructure:
@@ -85,6 +86,7 @@ class Infrastructure:
             review_subscription=f"projects/{project}/subscriptions/{prefix}drafts-review",
             summaries_table=f"{project}.{dataset}.{prefix.replace('-', '_')}summaries",
             dead_letter_table=f"{project}.{dataset}.{prefix.replace('-', '_')}dead_letters",
+            replays_table=f"{project}.{dataset}.{prefix.replace('-', '_')}replays",
         )
 
 
@@ -129,7 +131,7 @@ def ensure_table(client: Any, table: str, record_type: type) -> None:
 
 def ensure_infrastructure(infra: Infrastructure) -> None:
     """Create what is missing; running it twice changes nothing."""
-    from triage.records import DeadLetter, TriageResult
+    from triage.records import DeadLetter, Replay, TriageResult
 
     publisher, subscriber = publisher_client(), subscriber_client()
     try:
@@ -142,6 +144,7 @@ def ensure_infrastructure(infra: Infrastructure) -> None:
     for table, record_type in (
         (infra.summaries_table, TriageResult),
         (infra.dead_letter_table, DeadLetter),
+        (infra.replays_table, Replay),
     ):
         client = bigquery_client(split_table(table)[0])
         ensure_table(client, table, record_type)

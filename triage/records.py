@@ -20,6 +20,7 @@ __all__ = [
     "Chat",
     "DeadLetter",
     "Draft",
+    "Replay",
     "Stage",
     "TriageResult",
     "ROW_ID",
@@ -132,6 +133,21 @@ class DeadLetter:
     failed_at: str = dataclasses.field(default_factory=utc_now)
 
 
+@dataclasses.dataclass(frozen=True)
+class Replay:
+    """What `triage replay` did with one dead letter, so a second run does not do it again."""
+
+    dead_letter_row_id: str
+    chat_id: str | None
+    stage: str
+    reason: str
+    attempt: int
+    # "republished" (sent to the input topic), "rewritten" (a stored row written again), or
+    # "attempt_cap" (left dead: the chat failed too many times).
+    action: str
+    replayed_at: str = dataclasses.field(default_factory=utc_now)
+
+
 R = TypeVar("R")
 
 
@@ -191,7 +207,7 @@ _BQ_TYPES: dict[Any, str] = {
     bool: "BOOLEAN",
     bytes: "BYTES",
 }
-_TIMESTAMP_FIELDS = {"created_at", "failed_at"}
+_TIMESTAMP_FIELDS = {"created_at", "failed_at", "replayed_at"}
 
 
 def bigquery_schema(cls: type) -> list[dict[str, str]]:
@@ -215,7 +231,7 @@ def bigquery_schema(cls: type) -> list[dict[str, str]]:
 ROW_ID = "row_id"
 
 
-def row_id(record: TriageResult | Draft | DeadLetter) -> str:
+def row_id(record: TriageResult | Draft | DeadLetter | Replay) -> str:
     """The idempotency key of a stored row: the same chat at the same stage always gets the same
     id, so a redelivered or replayed message never adds a second row.
 
@@ -227,6 +243,8 @@ def row_id(record: TriageResult | Draft | DeadLetter) -> str:
         return f"{record.chat_id}/summary"
     if isinstance(record, Draft):
         return f"{record.chat_id}/draft"
+    if isinstance(record, Replay):
+        return record.dead_letter_row_id
     if record.chat_id is not None:
         who = f"chat:{record.chat_id}"
     else:
