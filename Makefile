@@ -13,7 +13,7 @@ DEMO_TRAIN_SEED := 1
 DEMO_EVAL_N := 300
 DEMO_EVAL_SEED := 2
 
-.PHONY: setup test lint format demo demo-files demo-model eval clean
+.PHONY: setup test lint format demo demo-files demo-model eval bench clean
 
 setup: $(BIN)/.installed $(TINY_PRESET)/config.json
 
@@ -39,7 +39,8 @@ test: setup lint
 
 # The streaming service on local Pub/Sub and BigQuery emulators, then a report.
 demo: setup $(DEMO_MODEL)/config.json
-	$(BIN)/python -m triage.demo --chats examples/chats.jsonl --model_preset=$(DEMO_MODEL)
+	$(BIN)/python -m triage.demo --chats examples/chats.jsonl --model_preset=$(DEMO_MODEL) \
+		--no_warm_up
 
 # Train the demo model from scratch on synthetic chats (about 8 minutes on 2 CPU cores).
 demo-model: $(BIN)/.installed
@@ -65,6 +66,11 @@ eval: setup $(DEMO_MODEL)/config.json
 demo-files: setup
 	$(BIN)/triage run --input examples/chats.jsonl --output-dir out/file-demo
 	$(BIN)/python -m triage.report out/file-demo
+
+# reference vs naive vs ours on the same model and stream; MODEL=<preset> for another model.
+MODEL ?= $(DEMO_MODEL)
+bench: setup
+	$(BIN)/python -m bench.run --model $(MODEL)
 
 clean:
 	rm -rf $(VENV) $(TINY_PRESET) models/demo-base data out .pytest_cache .ruff_cache

@@ -21,12 +21,18 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-__all__ = ["DEFAULT_STOP_TOKENS", "GemmaGenerator", "GemmaModelHandler", "load_token_counter"]
+__all__ = [
+    "DEFAULT_LENGTH_BUCKETS",
+    "DEFAULT_STOP_TOKENS",
+    "GemmaGenerator",
+    "GemmaModelHandler",
+    "load_token_counter",
+]
 
 LOG = logging.getLogger(__name__)
 
@@ -34,6 +40,8 @@ LOG = logging.getLogger(__name__)
 # with `<eos>`. Tokens missing from a vocabulary are ignored.
 DEFAULT_STOP_TOKENS = ("<eos>", "<end_of_turn>")
 _DEFAULT_ENV = {"KERAS_BACKEND": "jax"}
+# Prompt lengths (tokens) batches are padded up to: a few shapes cover the usual chats.
+DEFAULT_LENGTH_BUCKETS = (384, 512, 1024)
 
 
 def _select_backend(env_vars: dict[str, str]) -> None:
@@ -55,9 +63,19 @@ class GemmaGenerator:
         stop_tokens: Sequence[str],
         model_id: str,
         lock: threading.Lock | None = None,
+        batch_buckets: Sequence[int] = (),
+        length_buckets: Sequence[int] = (),
+        max_batch_tokens: int | None = None,
     ):
         self.causal_lm = causal_lm
         self.model_id = model_id
+        # Shapes are padded up to these, so the number of compiled programs is bounded by the
+        # bucket count, not by the traffic. Empty: exact shapes (one compile per new shape).
+        self.batch_buckets = tuple(sorted(set(batch_buckets)))
+        self.length_buckets = tuple(sorted(set(length_buckets)))
+        # Rows x sequence length per call: bounds the activation memory of the prefill. A batch
+        # over it runs as smaller bucket-sized batches.
+        self.max_batch_tokens = max_batch_tokens
         tokenizer = causal_lm.preprocessor.tokenizer
         self._tokenizer = tokenizer
         unk = getattr(tokenizer, "unk_token_id", None)
@@ -74,18 +92,74 @@ class GemmaGenerator:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self._tokenizer.tokenize(list(texts))]
 
+    @staticmethod
+    def _bucket(value: int, buckets: Sequence[int], step: int) -> int:
+        """The smallest bucket that holds `value`; past the largest, the next multiple of step."""
+        for bucket in buckets:
+            if value <= bucket:
+                return bucket
+        return -(-value // step) * step if buckets else value
+
+    def _fits(self, rows: int, length: int) -> bool:
+        return rows == 1 or self.max_batch_tokens is None or rows * length <= self.max_batch_tokens
+
+    def shapes(self, max_new_tokens: int) -> list[tuple[int, int]]:
+        """Every (batch, sequence length) this generator compiles for, given the buckets."""
+        return [
+            (b, p + max_new_tokens)
+            for b in self.batch_buckets
+            for p in self.length_buckets
+            if self._fits(b, p + max_new_tokens)
+        ]
+
+    def warm_up(self, max_new_tokens: int) -> int:
+        """Compile every bucket shape now, so no live chat waits for a compile. Returns the
+        number of shapes run."""
+        shapes = self.shapes(max_new_tokens)
+        for batch, length in shapes:
+            self._generate_padded(["warm-up"] * batch, [2] * batch, length, max_new_tokens)
+        return len(shapes)
+
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[tuple[str, int, int]]:
         """Generate for the whole batch in one compiled call.
 
         Returns, per prompt, (completion text, prompt tokens, completion tokens). Each row gets
-        at most `max_new_tokens` new tokens and is cut at its first stop token.
+        at most `max_new_tokens` new tokens and is cut at its first stop token. The batch is
+        padded to a batch bucket with copies of its first prompt (they finish when it does, and
+        are never returned), and the sequence to a length bucket.
         """
+        prompts = list(prompts)
+        limit = self.batch_buckets[-1] if self.batch_buckets else len(prompts)
+        if len(prompts) > limit:  # larger than the largest bucket: in bucket-sized pieces
+            return [
+                result
+                for i in range(0, len(prompts), limit)
+                for result in self.generate(prompts[i : i + limit], max_new_tokens)
+            ]
+        prompt_lengths = [n + 1 for n in self.count_tokens(prompts)]  # +1 for <bos>
+        rows = self._bucket(len(prompts), self.batch_buckets, step=1)
+        prompt_room = self._bucket(max(prompt_lengths), self.length_buckets, step=256)
+        length = prompt_room + max_new_tokens
+        if not self._fits(rows, length):  # too many tokens at once: halve the batch
+            half = (len(prompts) + 1) // 2
+            return self.generate(prompts[:half], max_new_tokens) + self.generate(
+                prompts[half:], max_new_tokens
+            )
+        padded = prompts + [prompts[0]] * (rows - len(prompts))
+        padded_lengths = prompt_lengths + [prompt_lengths[0]] * (rows - len(prompts))
+        results = self._generate_padded(padded, padded_lengths, length, max_new_tokens)
+        return results[: len(prompts)]
+
+    def _generate_padded(
+        self,
+        prompts: list[str],
+        prompt_lengths: list[int],
+        max_length: int,
+        max_new_tokens: int,
+    ) -> list[tuple[str, int, int]]:
         import numpy as np
 
-        prompts = list(prompts)
         preprocessor = self.causal_lm.preprocessor
-        prompt_lengths = [n + 1 for n in self.count_tokens(prompts)]  # +1 for <bos>
-        max_length = max(prompt_lengths) + max_new_tokens
         with self._lock:
             inputs = preprocessor.generate_preprocess(prompts, sequence_length=max_length)
             generate_fn = self.causal_lm.make_generate_function()
@@ -112,10 +186,31 @@ class GemmaGenerator:
         ]
 
 
+class _SharedModel(NamedTuple):
+    causal_lm: Any
+    lock: threading.Lock
+    warmed: set[tuple[tuple[int, ...], int]]  # (stop ids, new-token budget) already compiled
+
+
 # One loaded model per (preset, dtype, sampler) per process: the triage and apology stages use
 # the same weights, so they share them instead of holding two copies in memory.
-_LOADED: dict[tuple[str, str | None, str], tuple[Any, threading.Lock]] = {}
+_LOADED: dict[tuple[str, str | None, str], _SharedModel] = {}
 _LOADED_LOCK = threading.Lock()
+
+
+def _default_batch_tokens() -> int:
+    import jax
+
+    # On a CPU, batching buys little and large prefills cost memory; accelerators want more.
+    return 2048 if jax.default_backend() == "cpu" else 65536
+
+
+def _powers_of_two(limit: int) -> list[int]:
+    sizes, size = [], 1
+    while size < limit:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, limit]
 
 
 class GemmaModelHandler(ModelHandler[str, PredictionResult, GemmaGenerator]):
@@ -133,6 +228,13 @@ class GemmaModelHandler(ModelHandler[str, PredictionResult, GemmaGenerator]):
       **batching_kwargs: Beam's own options, passed through: `min_batch_size`,
         `max_batch_size`, `max_batch_duration_secs`, `batch_length_fn`,
         `batch_bucket_boundaries`, `large_model`, `model_copies`.
+      batch_buckets: batch sizes a batch is padded up to; default powers of two up to
+        `max_batch_size`.
+      length_buckets: prompt lengths (tokens, with <bos>) a batch is padded up to; a prompt
+        longer than the largest is padded to the next multiple of 256.
+      max_batch_tokens: rows x sequence length per generate call, which bounds activation
+        memory; larger batches run in pieces. Default 2048 on CPU, 65536 on accelerators.
+      warm_up: compile every bucket shape in `load_model`, before the first live batch.
     """
 
     def __init__(
@@ -144,11 +246,20 @@ class GemmaModelHandler(ModelHandler[str, PredictionResult, GemmaGenerator]):
         sampler: str = "greedy",
         dtype: str | None = None,
         env_vars: dict[str, str] | None = None,
+        batch_buckets: Sequence[int] | None = None,
+        length_buckets: Sequence[int] = DEFAULT_LENGTH_BUCKETS,
+        max_batch_tokens: int | None = None,
+        warm_up: bool = True,
         **batching_kwargs: Any,
     ):
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
         super().__init__(env_vars={**_DEFAULT_ENV, **(env_vars or {})}, **batching_kwargs)
+        max_batch = batching_kwargs.get("max_batch_size") or 8
+        self._batch_buckets = tuple(batch_buckets or _powers_of_two(max_batch))
+        self._length_buckets = tuple(length_buckets)
+        self._max_batch_tokens = max_batch_tokens
+        self._warm_up = warm_up
         self._preset = model_preset
         self._max_new_tokens = max_new_tokens
         self._stop_tokens = tuple(stop_tokens)
@@ -172,9 +283,26 @@ class GemmaModelHandler(ModelHandler[str, PredictionResult, GemmaGenerator]):
                 kwargs = {"dtype": self._dtype} if self._dtype else {}
                 causal_lm = keras_hub.models.CausalLM.from_preset(self._preset, **kwargs)
                 causal_lm.compile(sampler=self._sampler)
-                _LOADED[key] = (causal_lm, threading.Lock())
-            causal_lm, lock = _LOADED[key]
-        return GemmaGenerator(causal_lm, self._stop_tokens, self._preset, lock)
+                _LOADED[key] = _SharedModel(causal_lm, threading.Lock(), set())
+            shared = _LOADED[key]
+        generator = GemmaGenerator(
+            shared.causal_lm,
+            self._stop_tokens,
+            self._preset,
+            shared.lock,
+            batch_buckets=self._batch_buckets,
+            length_buckets=self._length_buckets,
+            max_batch_tokens=self._max_batch_tokens or _default_batch_tokens(),
+        )
+        if self._warm_up:
+            # Stages that share the model and its shapes (triage and repair) warm up once.
+            todo = (tuple(generator.stop_token_ids), self._max_new_tokens)
+            with _LOADED_LOCK:
+                first = todo not in shared.warmed
+                shared.warmed.add(todo)
+            if first:
+                LOG.info("warming up %d shapes", generator.warm_up(self._max_new_tokens))
+        return generator
 
     def run_inference(
         self,

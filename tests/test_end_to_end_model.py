@@ -41,7 +41,12 @@ def _n_invalid() -> int:
 def test_real_handler_pipeline_sends_noise_to_dead_letters(tiny_preset, tmp_path):
     payloads = _payloads()
     options = TriageOptions(
-        [f"--model_preset={tiny_preset}", "--max_new_tokens=24", "--max_batch_size=8"]
+        [
+            f"--model_preset={tiny_preset}",
+            "--max_new_tokens=24",
+            "--max_batch_size=8",
+            "--no_warm_up",
+        ]
     )
     pipeline = TestPipeline(options=options)
     outputs = build_pipeline(
@@ -84,6 +89,7 @@ def test_triage_run_cli_counts_add_up(tiny_preset, tmp_path):
             str(out_dir),
             f"--model_preset={tiny_preset}",
             "--max_new_tokens=16",
+            "--no_warm_up",
         ],
         capture_output=True,
         text=True,

@@ -86,7 +86,7 @@ def test_finetune_a_few_steps_is_deterministic_and_loadable(records, tiny_preset
     assert all(np.array_equal(a, b) for a, b in zip(*runs, strict=True))  # same seed, same model
     base = _weights(tiny_preset)
     assert any(not np.array_equal(a, b) for a, b in zip(base, runs[0], strict=True))  # it learned
-    model = GemmaModelHandler(str(tmp_path / "a"), max_new_tokens=4).load_model()
+    model = GemmaModelHandler(str(tmp_path / "a"), max_new_tokens=4, warm_up=False).load_model()
     assert len(model.generate(["hello"], 4)) == 1
 
 

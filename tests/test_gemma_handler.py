@@ -19,7 +19,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def handler(tiny_preset):
-    return GemmaModelHandler(tiny_preset, max_new_tokens=12, max_batch_size=4)
+    return GemmaModelHandler(tiny_preset, max_new_tokens=12, max_batch_size=4, warm_up=False)
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,40 @@ def test_exposes_beam_batching_and_sharing_options(tiny_preset):
     assert h.share_model_across_processes()
     assert h.model_copies() == 1
     assert h._env_vars["KERAS_BACKEND"] == "jax"
+
+
+def test_padding_rows_never_reach_results(tiny_preset, model):
+    """Three prompts run as a batch of four (the bucket): three results, in order."""
+    handler = GemmaModelHandler(tiny_preset, max_new_tokens=6, max_batch_size=4, warm_up=False)
+    assert model.batch_buckets == (1, 2, 4)
+    results = list(handler.run_inference(PROMPTS, model))
+    assert [r.example for r in results] == PROMPTS
+    # Larger than the largest bucket: split, still one result per prompt, in order.
+    many = [f"prompt {i}" for i in range(9)]
+    assert [r.example for r in handler.run_inference(many, model)] == many
+
+
+def test_compilations_stay_bounded_over_a_long_stream(tiny_preset):
+    """After warm-up, a stream of batches of every size and many prompt lengths compiles
+    nothing new: the compiled programs are bounded by the bucket count, not the traffic."""
+    import random
+
+    from handlers.compilations import CompilationCounter
+
+    handler = GemmaModelHandler(
+        tiny_preset,
+        max_new_tokens=4,
+        max_batch_size=4,
+        length_buckets=(64, 128),
+        warm_up=True,
+    )
+    counter = CompilationCounter()
+    model = handler.load_model()
+    after_warm_up = counter.count
+    assert model.shapes(4) == [(b, p + 4) for b in (1, 2, 4) for p in (64, 128)]
+    rng = random.Random(7)
+    for _ in range(30):
+        size = rng.randint(1, 4)
+        prompts = ["word " * rng.randint(1, 30) for _ in range(size)]
+        assert len(list(handler.run_inference(prompts, model))) == size
+    assert counter.count == after_warm_up  # nothing compiled after warm-up

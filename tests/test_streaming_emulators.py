@@ -131,7 +131,13 @@ def test_real_gemma_noise_lands_in_bigquery_dead_letters(infra, bq_direct, tiny_
         b'{"id": 5, "user_id": 1}',
     ]
     run = StreamingRun(
-        names, [f"--model_preset={tiny_preset}", "--max_new_tokens=16", "--max_batch_size=4"]
+        names,
+        [
+            f"--model_preset={tiny_preset}",
+            "--max_new_tokens=16",
+            "--max_batch_size=4",
+            "--no_warm_up",
+        ],
     ).start()
     try:
         publish_lines(names.input_topic, payloads)

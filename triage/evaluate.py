@@ -142,7 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with open(args.examples, encoding="utf-8") as f:
         examples = [json.loads(line) for line in f if line.strip()][: args.limit]
-    model = GemmaModelHandler(args.model_preset).load_model()
+    model = GemmaModelHandler(
+        args.model_preset, max_batch_size=args.batch_size, warm_up=False
+    ).load_model()
 
     def generate(prompts: list[str], max_new_tokens: int) -> list[str]:
         return [text for text, _, _ in model.generate(prompts, max_new_tokens)]

@@ -21,10 +21,16 @@ class TriageOptions(PipelineOptions):
         )
         model.add_argument("--dtype", default=None, help="weights dtype, e.g. bfloat16 on GPUs")
         model.add_argument(
-            "--max_new_tokens", type=int, default=256, help="new-token budget of a triage reply"
+            "--max_new_tokens",
+            type=int,
+            default=None,
+            help="new-token budget of a triage reply; default: the template's max_reply_tokens",
         )
         model.add_argument(
-            "--apology_max_new_tokens", type=int, default=256, help="new-token budget of a draft"
+            "--apology_max_new_tokens",
+            type=int,
+            default=None,
+            help="new-token budget of a draft; default: the template's max_reply_tokens",
         )
         model.add_argument(
             "--max_prompt_tokens",
@@ -52,6 +58,19 @@ class TriageOptions(PipelineOptions):
             help="one model per worker machine, shared across processes",
         )
         batching.add_argument("--model_copies", type=int, default=None)
+        batching.add_argument(
+            "--max_batch_tokens",
+            type=int,
+            default=None,
+            help="rows x sequence length per generate call (memory bound); default by device",
+        )
+        batching.add_argument(
+            "--no_warm_up",
+            dest="warm_up",
+            action="store_false",
+            default=True,
+            help="skip compiling every shape bucket at model load (quicker local runs)",
+        )
         io = parser.add_argument_group("Pub/Sub and BigQuery (streaming mode)")
         io.add_argument(
             "--input_subscription", default=None, help="projects/P/subscriptions/S to read chats"

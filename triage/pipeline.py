@@ -17,6 +17,7 @@ from triage import metrics
 from triage.apology import MakeDrafts
 from triage.infer import Ask, AskModel, TokenCounterFactory, byte_counter
 from triage.options import TriageOptions
+from triage.prompts import load_template
 from triage.records import Stage
 from triage.route import ERROR, MAIN, NEGATIVE, RouteBySentiment, repair_ask, unparsed_to_dead
 from triage.validate import ValidateChats
@@ -139,25 +140,50 @@ class TriageChats(beam.PTransform):
         return TriageOutputs(summaries, drafts.drafts, dead_letters)
 
 
+def length_buckets_for(max_prompt_tokens: int) -> tuple[int, ...]:
+    """Prompt-length buckets up to the prompt budget: 384, 512, 1024, ... and the budget.
+
+    The triage instructions alone take about 250 tokens, so most chats fit 384 or 512; the
+    rest share a few longer shapes.
+    """
+    smaller = tuple(b for b in (384, 512, 1024, 2048, 4096) if b < max_prompt_tokens)
+    return (*smaller, max_prompt_tokens)
+
+
 def handlers_from_options(options: TriageOptions) -> tuple[ModelHandler, ModelHandler]:
     """The triage and apology handlers: one preset, two token budgets."""
     from handlers.gemma import GemmaModelHandler
 
+    length_buckets = length_buckets_for(options.max_prompt_tokens)
     shared = {
         "dtype": options.dtype,
         "min_batch_size": options.min_batch_size,
         "max_batch_size": options.max_batch_size,
         "large_model": options.large_model,
+        "length_buckets": length_buckets,
+        "max_batch_tokens": options.max_batch_tokens,
+        "warm_up": options.warm_up,
     }
     if options.max_batch_duration_secs is not None:
+        # Streaming: Beam groups prompts of similar length into the same batch, so a short
+        # chat is not padded to a long one's length. Boundaries in characters (~3 per token).
         shared["max_batch_duration_secs"] = options.max_batch_duration_secs
+        shared["batch_length_fn"] = len
+        shared["batch_bucket_boundaries"] = [3 * b for b in length_buckets[:-1]]
     if options.model_copies is not None:
         shared["model_copies"] = options.model_copies
+    # Budgets sized from the replies the prompts ask for, unless set on the command line.
+    triage_budget = options.max_new_tokens or max(
+        load_template("triage", options.triage_prompt_version).max_reply_tokens,
+        load_template("repair", options.repair_prompt_version).max_reply_tokens,
+    )
+    apology_budget = (
+        options.apology_max_new_tokens
+        or load_template("apology", options.apology_prompt_version).max_reply_tokens
+    )
     return (
-        GemmaModelHandler(options.model_preset, max_new_tokens=options.max_new_tokens, **shared),
-        GemmaModelHandler(
-            options.model_preset, max_new_tokens=options.apology_max_new_tokens, **shared
-        ),
+        GemmaModelHandler(options.model_preset, max_new_tokens=triage_budget, **shared),
+        GemmaModelHandler(options.model_preset, max_new_tokens=apology_budget, **shared),
     )
 
 

@@ -89,6 +89,8 @@ class PromptTemplate:
     name: str
     version: str
     template: str
+    # New tokens the reply this prompt asks for needs (generation stops earlier at its end).
+    max_reply_tokens: int = 256
 
     def _fill(self, chat: str, values: dict[str, str]) -> str:
         quoted = {k: quote_untrusted(v) for k, v in values.items()}
@@ -151,7 +153,12 @@ def load_template(name: str, version: str | None = None) -> PromptTemplate:
             raise KeyError(f"no version {version!r} of prompt {name!r}")
         filename = files[int(m.group(1))]
     data = tomllib.loads(importlib.resources.files("prompts").joinpath(filename).read_text("utf-8"))
-    template = PromptTemplate(name=data["name"], version=data["version"], template=data["template"])
+    template = PromptTemplate(
+        name=data["name"],
+        version=data["version"],
+        template=data["template"],
+        max_reply_tokens=int(data.get("max_reply_tokens", 256)),
+    )
     if template.name != name:
         raise ValueError(f"{filename}: declares name {template.name!r}")
     if version is not None and template.version != version:

@@ -1,0 +1,234 @@
+"""`make bench`: three ways to run the same Gemma model over the same stream of chats.
+
+- `reference`: the published handler: one `generate(prompt, max_length=512)` per chat, stopping
+  only at `<eos>`.
+- `naive`: one `generate()` per arriving batch, exact shapes (a compile for every new batch size
+  and length), stopping at `<eos>` and `<end_of_turn>`, the same new-token budget as ours.
+- `ours`: `handlers.gemma.GemmaGenerator`: shape buckets, warm-up before the stream, early stop.
+
+The stream: 512 synthetic chats whose lengths follow a seeded long-tailed distribution, in
+batches of seeded random sizes between 1 and the maximum, as RunInference hands them over. Each
+variant runs in its own process so its peak memory is its own. Writes
+`bench/results/latest.json` and prints a table.
+
+Usage::
+
+    python -m bench.run                       # the demo model, all three variants
+    python -m bench.run --model PRESET        # e.g. real Gemma weights on a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+VARIANTS = ("reference", "naive", "ours")
+REFERENCE_MAX_LENGTH = 512  # the published handler's max_length
+# Device memory bandwidth (GB/s) for the roofline: decoding reads every weight once a step.
+BANDWIDTH_GBPS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0, "L4": 300.0, "T4": 320.0}
+
+
+def make_stream(n: int, max_batch: int, seed: int) -> tuple[list[dict[str, Any]], list[int]]:
+    """Chats with long-tailed lengths (extra turns, lognormal), and the batch sizes."""
+    from triage.synthetic import generate
+
+    rng = random.Random(seed)
+    chats = generate(n, seed=seed)
+    for chat in chats:
+        turns = chat["chat_message"].split("\n")
+        extra = min(int(rng.lognormvariate(0.0, 0.8)), 6)
+        for _ in range(extra):
+            turns.append(rng.choice(turns))
+        chat["chat_message"] = "\n".join(turns)
+    sizes, left = [], n
+    while left:
+        size = min(rng.randint(1, max_batch), left)
+        sizes.append(size)
+        left -= size
+    return chats, sizes
+
+
+def _prompts(chats: list[dict[str, Any]], preset: str, max_prompt_tokens: int) -> list[str]:
+    from handlers.gemma import load_token_counter
+    from triage.prompts import TokenBudget, load_template
+
+    template = load_template("triage")
+    budget = TokenBudget(max_prompt_tokens, load_token_counter(preset))
+    return [template.render(c["chat_message"], budget, user_id=c["user_id"]).text for c in chats]
+
+
+def run_variant(args: argparse.Namespace) -> dict[str, Any]:
+    """One variant over the whole stream, in this process."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import numpy as np
+
+    from handlers.compilations import CompilationCounter
+    from handlers.gemma import GemmaModelHandler
+    from triage.pipeline import length_buckets_for
+    from triage.prompts import load_template
+
+    chats, sizes = make_stream(args.chats, args.max_batch, args.seed)
+    prompts = _prompts(chats, args.model, args.max_prompt_tokens)
+    budget = load_template("triage").max_reply_tokens
+    buckets = (
+        tuple(int(b) for b in args.length_buckets.split(","))
+        if args.length_buckets
+        else length_buckets_for(args.max_prompt_tokens)
+    )
+    handler = GemmaModelHandler(
+        args.model,
+        max_new_tokens=budget,
+        max_batch_size=args.max_batch,
+        length_buckets=buckets,
+        max_batch_tokens=args.max_batch_tokens,
+        warm_up=False,
+        dtype=args.dtype,
+    )
+    generator = handler.load_model()
+    counter = CompilationCounter()  # from here: loading the weights compiles small ops too
+    causal_lm = generator.causal_lm
+    tokenizer = causal_lm.preprocessor.tokenizer
+    warm = {"warmup_s": 0.0, "warmup_compilations": 0}
+    if args.variant == "ours":
+        start = time.perf_counter()
+        generator.warm_up(budget)
+        warm = {
+            "warmup_s": round(time.perf_counter() - start, 2),
+            "warmup_compilations": counter.count,
+        }
+    compiled_before = counter.count
+
+    def reference(batch: list[str]) -> int:
+        new = 0
+        for prompt in batch:  # one generate() per chat, as the published handler does
+            text = causal_lm.generate(prompt, max_length=REFERENCE_MAX_LENGTH)
+            new += max(0, len(tokenizer.tokenize(text)) - len(tokenizer.tokenize(prompt)))
+        return new
+
+    def naive(batch: list[str]) -> int:
+        longest = max(len(ids) for ids in tokenizer.tokenize(batch)) + 1
+        texts = causal_lm.generate(
+            batch,
+            max_length=longest + budget,
+            stop_token_ids=generator.stop_token_ids,
+            strip_prompt=True,
+        )
+        return sum(len(ids) for ids in tokenizer.tokenize(list(texts)))
+
+    def ours(batch: list[str]) -> int:
+        return sum(n_new for _, _, n_new in generator.generate(batch, budget))
+
+    step = {"reference": reference, "naive": naive, "ours": ours}[args.variant]
+    latencies, tokens, done = [], 0, 0
+    start = time.perf_counter()
+    for size in sizes:
+        batch = prompts[done : done + size]
+        t0 = time.perf_counter()
+        tokens += step(batch)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        done += size
+        if args.progress:
+            print(f"  {args.variant}: {done}/{len(prompts)} chats", file=sys.stderr, flush=True)
+    elapsed = time.perf_counter() - start
+    weight_bytes = sum(int(np.prod(w.shape)) * w.dtype.itemsize for w in causal_lm.get_weights())
+    return {
+        "chats_per_s": round(len(prompts) / elapsed, 3),
+        "tokens_per_s": round(tokens / elapsed, 2),
+        "compilations": counter.count - compiled_before + warm["warmup_compilations"],
+        "p50_batch_ms": round(statistics.median(latencies), 1),
+        "p99_batch_ms": round(float(np.percentile(latencies, 99)), 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "seconds": round(elapsed, 2),
+        "new_tokens": tokens,
+        "batches": len(sizes),
+        "weight_bytes": weight_bytes,
+        **warm,
+    }
+
+
+def _device() -> tuple[str, float | None]:
+    import jax
+
+    device = jax.devices()[0]
+    kind = getattr(device, "device_kind", device.platform)
+    bandwidth = next((bw for name, bw in BANDWIDTH_GBPS.items() if name in kind), None)
+    return f"{device.platform}: {kind}", bandwidth
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="models/demo-gemma2")
+    parser.add_argument("--chats", type=int, default=512)
+    parser.add_argument("--max_batch", type=int, default=8)
+    parser.add_argument("--max_prompt_tokens", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--length_buckets", default=None, help="e.g. 320,384,448,512,1024")
+    parser.add_argument("--max_batch_tokens", type=int, default=None)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--out", default="bench/results/latest.json")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one, print JSON
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.variant:
+        print(json.dumps(run_variant(args)))
+        return 0
+
+    results: dict[str, Any] = {}
+    for variant in args.variants.split(","):
+        print(f"bench: {variant} on {args.model} ({args.chats} chats) ...", file=sys.stderr)
+        cmd = [sys.executable, "-m", "bench.run", "--variant", variant, *(argv or sys.argv[1:])]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            return 1
+        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    device, bandwidth = _device()
+    report: dict[str, Any] = {
+        "model": args.model,
+        "chats": args.chats,
+        "max_batch": args.max_batch,
+        "device": device,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"),
+        "variants": results,
+    }
+    if bandwidth:  # tokens/s against the memory-bandwidth bound (weights read once per step)
+        for result in results.values():
+            avg_batch = args.chats / result["batches"]
+            bound = bandwidth * 1e9 / result["weight_bytes"] * avg_batch
+            result["bandwidth_bound_tokens_per_s"] = round(bound, 1)
+            result["fraction_of_bound"] = round(result["tokens_per_s"] / bound, 4)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+    columns = ("chats_per_s", "tokens_per_s", "compilations", "p50_batch_ms", "p99_batch_ms")
+    print(f"{'variant':10s}" + "".join(f"{c:>15s}" for c in (*columns, "peak_rss_mb")))
+    for name, r in results.items():
+        print(f"{name:10s}" + "".join(f"{r[c]:>15}" for c in (*columns, "peak_rss_mb")))
+    if "reference" in results and "ours" in results:
+        ref, naive, ours = results["reference"], results.get("naive"), results["ours"]
+        print(
+            f"ours vs reference: {ours['chats_per_s'] / ref['chats_per_s']:.1f}x chats/s, "
+            f"memory {ours['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x"
+        )
+        if naive:
+            print(f"ours vs naive: {ours['chats_per_s'] / naive['chats_per_s']:.1f}x chats/s")
+    print(f"bench: wrote {args.out} ({device}; {report['machine']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
