@@ -110,15 +110,38 @@ def test_exposes_beam_batching_and_sharing_options(tiny_preset):
     assert h._env_vars["KERAS_BACKEND"] == "jax"
 
 
-def test_padding_rows_never_reach_results(tiny_preset, model):
+def test_padding_rows_never_reach_results(tiny_preset):
     """Three prompts run as a batch of four (the bucket): three results, in order."""
-    handler = GemmaModelHandler(tiny_preset, max_new_tokens=6, max_batch_size=4, warm_up=False)
+    handler = GemmaModelHandler(
+        tiny_preset, max_new_tokens=6, max_batch_size=4, max_batch_tokens=10**6, warm_up=False
+    )
+    model = handler.load_model()
     assert model.batch_buckets == (1, 2, 4)
+    calls: list[int] = []
+    generate_padded = model._generate_padded
+
+    def spy(prompts, *args):
+        calls.append(len(prompts))
+        return generate_padded(prompts, *args)
+
+    model._generate_padded = spy
     results = list(handler.run_inference(PROMPTS, model))
-    assert [r.example for r in results] == PROMPTS
+    assert calls == [4]  # padded to the bucket ...
+    assert [r.example for r in results] == PROMPTS  # ... and only the real rows come back
     # Larger than the largest bucket: split, still one result per prompt, in order.
     many = [f"prompt {i}" for i in range(9)]
     assert [r.example for r in handler.run_inference(many, model)] == many
+    assert calls[1:] == [4, 4, 1]
+
+
+def test_token_cap_splits_batches_instead_of_growing_them(tiny_preset):
+    handler = GemmaModelHandler(
+        tiny_preset, max_new_tokens=4, max_batch_size=4, max_batch_tokens=300, warm_up=False
+    )
+    model = handler.load_model()
+    assert all(b * length <= 300 or b == 1 for b, length in model.shapes(4))
+    prompts = ["word " * 60, "word " * 70, "word " * 80]
+    assert [r.example for r in handler.run_inference(prompts, model)] == prompts
 
 
 def test_compilations_stay_bounded_over_a_long_stream(tiny_preset):
