@@ -132,13 +132,8 @@ _STREAMING_FLAGS = ("input_subscription", "summaries_table", "dead_letter_table"
 
 def _run_streaming(beam_args: list[str]) -> int:
     """Pub/Sub in, BigQuery and Pub/Sub out, until cancelled (Ctrl-C here, or on Dataflow)."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import StandardOptions
-
     from triage.options import TriageOptions
-    from triage.pipeline import build_pipeline
-    from triage.sinks import WriteToGcp
-    from triage.sources import ReadFromSubscription
+    from triage.pipeline import streaming_pipeline
 
     options = TriageOptions(beam_args, save_main_session=False)
     missing = [f"--{name}" for name in _STREAMING_FLAGS if not getattr(options, name)]
@@ -148,19 +143,7 @@ def _run_streaming(beam_args: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    options.view_as(StandardOptions).streaming = True
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(
-        pipeline,
-        ReadFromSubscription(options.input_subscription),
-        WriteToGcp(
-            summaries_table=options.summaries_table,
-            dead_letter_table=options.dead_letter_table,
-            drafts_topic=options.drafts_topic,
-            retry_secs=options.write_retry_secs,
-        ),
-        options,
-    )
+    pipeline = streaming_pipeline(options)
     print(f"triage run: streaming from {options.input_subscription}", file=sys.stderr)
     result = pipeline.run()
     try:

@@ -111,30 +111,18 @@ class StreamingRun:
         handlers: tuple[Any, Any] | None = None,
         token_counter: Any = None,
     ):
-        import apache_beam as beam
-        from apache_beam.options.pipeline_options import StandardOptions
-
         from triage.options import TriageOptions
-        from triage.pipeline import build_pipeline
-        from triage.sinks import WriteToGcp
-        from triage.sources import ReadFromSubscription
+        from triage.pipeline import streaming_pipeline
 
-        options = TriageOptions(beam_args, save_main_session=False)
-        options.view_as(StandardOptions).streaming = True
-        self._pipeline = beam.Pipeline(options=options)
-        build_pipeline(
-            self._pipeline,
-            ReadFromSubscription(infra.input_subscription),
-            WriteToGcp(
-                summaries_table=infra.summaries_table,
-                dead_letter_table=infra.dead_letter_table,
-                drafts_topic=infra.drafts_topic,
-                retry_secs=options.write_retry_secs,
-                max_wait_secs=0.5,
-            ),
-            options,
-            handlers=handlers,
-            token_counter=token_counter,
+        io_flags = [
+            f"--input_subscription={infra.input_subscription}",
+            f"--summaries_table={infra.summaries_table}",
+            f"--dead_letter_table={infra.dead_letter_table}",
+            f"--drafts_topic={infra.drafts_topic}",
+        ]
+        options = TriageOptions([*io_flags, *beam_args], save_main_session=False)
+        self._pipeline = streaming_pipeline(
+            options, handlers=handlers, token_counter=token_counter, max_wait_secs=0.5
         )
         self._result: Any = None
 

@@ -22,7 +22,14 @@ from triage.records import Stage
 from triage.route import ERROR, MAIN, NEGATIVE, RouteBySentiment, repair_ask, unparsed_to_dead
 from triage.validate import ValidateChats
 
-__all__ = ["TriageChats", "TriageOutputs", "build_pipeline", "handlers_from_options"]
+__all__ = [
+    "TriageChats",
+    "TriageOutputs",
+    "build_pipeline",
+    "handlers_from_options",
+    "length_buckets_for",
+    "streaming_pipeline",
+]
 
 
 class TriageOutputs(NamedTuple):
@@ -218,3 +225,35 @@ def build_pipeline(
     )
     _ = outputs | "Write" >> sink
     return outputs
+
+
+def streaming_pipeline(
+    options: TriageOptions,
+    *,
+    handlers: tuple[ModelHandler, ModelHandler] | None = None,
+    token_counter: TokenCounterFactory | None = None,
+    max_wait_secs: float = 2.0,
+) -> beam.Pipeline:
+    """The service: Pub/Sub in, BigQuery and Pub/Sub out, named by the options' I/O flags."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from triage.sinks import WriteToGcp
+    from triage.sources import ReadFromSubscription
+
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(
+        pipeline,
+        ReadFromSubscription(options.input_subscription),
+        WriteToGcp(
+            summaries_table=options.summaries_table,
+            dead_letter_table=options.dead_letter_table,
+            drafts_topic=options.drafts_topic,
+            retry_secs=options.write_retry_secs,
+            max_wait_secs=max_wait_secs,
+        ),
+        options,
+        handlers=handlers,
+        token_counter=token_counter,
+    )
+    return pipeline
