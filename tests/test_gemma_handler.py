@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult
 
@@ -69,13 +70,19 @@ def test_greedy_decoding_is_deterministic(model):
 def test_generation_stops_at_a_stop_token(model):
     """Greedy decoding is deterministic, so make the first token it emits a stop token: the
     completion must then be empty, where without it the row runs on."""
-    tokenizer = model.causal_lm.preprocessor.tokenizer
-    probe = GemmaGenerator(model.causal_lm, ("<eos>",), "probe")
-    text, _, n_new = probe.generate([PROMPTS[0]], 8)[0]
-    token_ids = [int(t) for t in tokenizer.tokenize(text)]
-    assert n_new > 0 and token_ids, "the tiny model stopped at once; pick another prompt"
-    stop_piece = tokenizer.id_to_token(token_ids[0])
-    stopping = GemmaGenerator(model.causal_lm, ("<eos>", stop_piece), "probe")
+    causal_lm = model.causal_lm
+    tokenizer = causal_lm.preprocessor.tokenizer
+    probe = GemmaGenerator(causal_lm, ("<eos>",), "probe")
+    _, _, n_new = probe.generate([PROMPTS[0]], 8)[0]
+    assert n_new > 0, "the tiny model stopped at once; pick another prompt"
+    # The first token greedy decoding emits, read from the model's own output ids.
+    inputs = causal_lm.preprocessor.generate_preprocess([PROMPTS[0]], sequence_length=1024)
+    outputs = causal_lm.make_generate_function()(inputs, stop_token_ids=probe.stop_token_ids)
+    start = int(np.asarray(inputs["padding_mask"])[0].sum())
+    first = int(np.asarray(outputs["token_ids"])[0, start])
+    stop_piece = tokenizer.id_to_token(first)
+    assert tokenizer.token_to_id(stop_piece) == first
+    stopping = GemmaGenerator(causal_lm, ("<eos>", stop_piece), "probe")
     assert stopping.generate([PROMPTS[0]], 8)[0][1:] == (probe.generate([PROMPTS[0]], 8)[0][1], 0)
     assert stopping.generate([PROMPTS[0]], 8)[0][0] == ""
 
