@@ -10,7 +10,7 @@ from apache_beam.ml.inference.base import PredictionResult
 
 from triage import metrics
 from triage.infer import Ask
-from triage.records import DeadLetter, Draft, Stage, utc_now
+from triage.records import Draft, Stage, utc_now
 
 __all__ = ["MakeDrafts"]
 
@@ -33,17 +33,12 @@ class MakeDrafts(beam.DoFn):
             self._failed.inc()
             yield beam.pvalue.TaggedOutput(
                 self.DEAD_LETTER,
-                DeadLetter(
-                    stage=Stage.APOLOGY_PARSE.value,
-                    reason="empty_draft" if triage is not None else "missing_triage",
-                    detail="the model returned no draft text",
-                    payload=chat.payload,
-                    chat_id=chat.chat_id,
-                    model_reply=reply,
-                    attempt=chat.attempt,
-                    message_id=chat.message_id,
+                ask.dead_letter(
+                    Stage.APOLOGY_PARSE.value,
+                    "empty_draft" if triage is not None else "missing_triage",
+                    "the model returned no draft text",
                     model_id=str(prediction.model_id),
-                    prompt_version=ask.prompt_version,
+                    model_reply=reply,
                 ),
             )
             return

@@ -35,6 +35,32 @@ class Ask:
     parse_error: str | None = None
     repairs: int = 0
 
+    def dead_letter(
+        self,
+        stage: str,
+        reason: str,
+        detail: str,
+        *,
+        model_id: str | None,
+        model_reply: str | None = None,
+        prompt_version: str | None = None,
+    ) -> DeadLetter:
+        """This request's chat as a dead letter, with its original bytes and context."""
+        chat = self.chat
+        return DeadLetter(
+            stage=stage,
+            reason=reason,
+            detail=detail,
+            payload=chat.payload,
+            chat_id=chat.chat_id,
+            model_reply=model_reply,
+            attempt=chat.attempt,
+            model_id=model_id,
+            prompt_version=prompt_version or self.prompt_version,
+            message_id=chat.message_id,
+            repairs=self.repairs,
+        )
+
 
 class ModelAnswers(NamedTuple):
     """What `AskModel` returns: answers as (Ask, PredictionResult), and failures."""
@@ -91,17 +117,12 @@ class _RenderPrompts(beam.DoFn):
             reason = "prompt_too_long" if isinstance(err, PromptTooLong) else "prompt_error"
             yield beam.pvalue.TaggedOutput(
                 self.DEAD_LETTER,
-                DeadLetter(
-                    stage=self._stage,
-                    reason=reason,
-                    detail=str(err)[:1000],
-                    payload=chat.payload,
-                    chat_id=chat.chat_id,
-                    attempt=chat.attempt,
-                    message_id=chat.message_id,
+                ask.dead_letter(
+                    self._stage,
+                    reason,
+                    str(err)[:1000],
                     model_id=self._model_id,
                     prompt_version=self._template.version,
-                    repairs=ask.repairs,
                 ),
             )
             return
@@ -121,18 +142,7 @@ def _failed_batch_to_dead_letters(
     """RunInference's failed_inferences holds (batch, (type, repr, traceback)) per failed batch."""
     batch, (_, exc_repr, _) = failure
     for ask, _prompt in batch:
-        yield DeadLetter(
-            stage=stage,
-            reason="inference_error",
-            detail=str(exc_repr)[:2000],
-            payload=ask.chat.payload,
-            chat_id=ask.chat.chat_id,
-            attempt=ask.chat.attempt,
-            message_id=ask.chat.message_id,
-            model_id=model_id,
-            prompt_version=ask.prompt_version,
-            repairs=ask.repairs,
-        )
+        yield ask.dead_letter(stage, "inference_error", str(exc_repr)[:2000], model_id=model_id)
 
 
 class AskModel(beam.PTransform):

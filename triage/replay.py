@@ -97,7 +97,6 @@ def _rewrite(row: dict[str, Any], infra: Any, writers: dict[str, Any]) -> None:
 
 
 def replay(
-    client: Any,
     infra: Any,
     rows: Sequence[dict[str, Any]],
     *,
@@ -202,7 +201,7 @@ def main_replay(argv: Sequence[str] | None = None) -> int:
         until=args.until,
         limit=args.limit,
     )
-    summary = replay(client, infra, rows, max_attempts=args.max_attempts, dry_run=args.dry_run)
+    summary = replay(infra, rows, max_attempts=args.max_attempts, dry_run=args.dry_run)
     client.close()
     for action, rid, chat in summary.actions:
         prefix = "would " if args.dry_run else ""

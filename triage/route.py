@@ -58,19 +58,12 @@ def repair_ask(unparsed: Unparsed) -> Ask:
 
 
 def unparsed_to_dead(unparsed: Unparsed) -> DeadLetter:
-    chat = unparsed.ask.chat
-    return DeadLetter(
-        stage=Stage.TRIAGE_PARSE.value,
-        reason=unparsed.reason,
-        detail=unparsed.detail,
-        payload=chat.payload,
-        chat_id=chat.chat_id,
-        model_reply=unparsed.reply,
-        attempt=chat.attempt,
+    return unparsed.ask.dead_letter(
+        Stage.TRIAGE_PARSE.value,
+        unparsed.reason,
+        unparsed.detail,
         model_id=unparsed.model_id,
-        prompt_version=unparsed.ask.prompt_version,
-        message_id=chat.message_id,
-        repairs=unparsed.ask.repairs,
+        model_reply=unparsed.reply,
     )
 
 
