@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import ScriptedApologyHandler, ScriptedTriageHandler
-from tests.test_streaming_emulators import count, pull_all, rows, wait_until
+from tests.test_streaming_emulators import count, fresh_infra, pull_all, rows, wait_until
 from triage.demo import PROJECT, StreamingRun, publish_lines
-from triage.gcp import Infrastructure, ensure_infrastructure, ensure_subscription
 from triage.infer import byte_counter
 
 pytestmark = pytest.mark.emulators
@@ -50,16 +49,9 @@ def bq(emulators):
 
 
 def test_repair_then_replay_until_success_or_the_attempt_cap(bq):
-    from triage.gcp import subscriber_client
-
     tag = uuid.uuid4().hex[:6]
     prefix = f"r{tag}-"
-    infra = Infrastructure.named(PROJECT, prefix=prefix)
-    ensure_infrastructure(infra)
-    audit = f"projects/{PROJECT}/subscriptions/{prefix}drafts-audit"
-    sub = subscriber_client()
-    ensure_subscription(sub, audit, infra.drafts_topic)
-    sub.close()
+    infra, audit = fresh_infra(prefix)
 
     chats = {
         "pos": msg("pos", "[pos] all good"),

@@ -31,12 +31,11 @@ def services(emulators):
     return emulators
 
 
-@pytest.fixture
-def infra(services):
-    """Fresh resources per test, plus an audit subscription on the drafts topic."""
+def fresh_infra(prefix: str) -> tuple[Infrastructure, str]:
+    """Resources named with `prefix`, plus an audit subscription that counts drafts without
+    taking them from the review subscription."""
     from triage.gcp import subscriber_client
 
-    prefix = f"t{uuid.uuid4().hex[:8]}-"
     names = Infrastructure.named(PROJECT, prefix=prefix)
     ensure_infrastructure(names)
     audit = f"projects/{PROJECT}/subscriptions/{prefix}drafts-audit"
@@ -44,6 +43,12 @@ def infra(services):
     ensure_subscription(sub, audit, names.drafts_topic)
     sub.close()
     return names, audit
+
+
+@pytest.fixture
+def infra(services):
+    """Fresh resources per test, plus an audit subscription on the drafts topic."""
+    return fresh_infra(f"t{uuid.uuid4().hex[:8]}-")
 
 
 @pytest.fixture
