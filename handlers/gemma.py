@@ -17,14 +17,18 @@ row, and stops at the instruct model's end-of-turn token as well as at `<eos>`.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+if TYPE_CHECKING:
+    from handlers.constrained import ConstrainedGenerate
 
 __all__ = [
     "DEFAULT_LENGTH_BUCKETS",
@@ -66,8 +70,11 @@ class GemmaGenerator:
         batch_buckets: Sequence[int] = (),
         length_buckets: Sequence[int] = (),
         max_batch_tokens: int | None = None,
+        constrained: ConstrainedGenerate | None = None,
     ):
         self.causal_lm = causal_lm
+        # When set, every reply is generated inside the automaton (handlers/constrained.py).
+        self.constrained = constrained
         self.model_id = model_id
         # Shapes are padded up to these, so the number of compiled programs is bounded by the
         # bucket count, not by the traffic. Empty: exact shapes (one compile per new shape).
@@ -162,8 +169,11 @@ class GemmaGenerator:
         preprocessor = self.causal_lm.preprocessor
         with self._lock:
             inputs = preprocessor.generate_preprocess(prompts, sequence_length=max_length)
-            generate_fn = self.causal_lm.make_generate_function()
-            outputs = generate_fn(inputs, stop_token_ids=self.stop_token_ids)
+            if self.constrained is not None:
+                outputs = self.constrained(inputs, self.stop_token_ids, max_new_tokens)
+            else:
+                generate_fn = self.causal_lm.make_generate_function()
+                outputs = generate_fn(inputs, stop_token_ids=self.stop_token_ids)
         token_ids = np.asarray(outputs["token_ids"])
         mask = np.asarray(outputs["padding_mask"]).astype(bool)
         stop = set(self.stop_token_ids)
@@ -189,7 +199,10 @@ class GemmaGenerator:
 class _SharedModel(NamedTuple):
     causal_lm: Any
     lock: threading.Lock
-    warmed: set[tuple[tuple[int, ...], int]]  # (stop ids, new-token budget) already compiled
+    # (stop ids, new-token budget, constrained) already compiled
+    warmed: set[tuple[tuple[int, ...], int, bool]]
+    # Constrained generate functions by (schema, character cap, stop ids): one per reply kind.
+    constrained: dict[tuple[str, int, tuple[int, ...]], ConstrainedGenerate]
 
 
 # One loaded model per (preset, dtype, sampler) per process: the triage and apology stages use
@@ -237,6 +250,11 @@ class GemmaModelHandler(ModelHandler[str, PredictionResult, GemmaGenerator]):
       max_batch_tokens: rows x sequence length per generate call, which bounds activation
         memory; larger batches run in pieces. Default 1024 on CPU, 65536 on accelerators.
       warm_up: compile every bucket shape in `load_model`, before the first live batch.
+      reply_schema: a JSON schema every reply must match: generation is constrained to it
+        token by token (handlers/constrained.py), so replies are valid by construction.
+        None: free text.
+      max_reply_chars: with `reply_schema`, the most characters a reply may have; the
+        automaton closes the reply in time to stay within it and within `max_new_tokens`.
     """
 
     def __init__(
@@ -252,6 +270,8 @@ class GemmaModelHandler(ModelHandler[str, PredictionResult, GemmaGenerator]):
         length_buckets: Sequence[int] = DEFAULT_LENGTH_BUCKETS,
         max_batch_tokens: int | None = None,
         warm_up: bool = True,
+        reply_schema: dict[str, Any] | None = None,
+        max_reply_chars: int | None = None,
         **batching_kwargs: Any,
     ):
         if max_new_tokens < 1:
@@ -262,6 +282,8 @@ class GemmaModelHandler(ModelHandler[str, PredictionResult, GemmaGenerator]):
         self._length_buckets = tuple(length_buckets)
         self._max_batch_tokens = max_batch_tokens
         self._warm_up = warm_up
+        self._reply_schema = reply_schema
+        self._max_reply_chars = max_reply_chars
         self._preset = model_preset
         self._max_new_tokens = max_new_tokens
         self._stop_tokens = tuple(stop_tokens)
@@ -285,7 +307,7 @@ class GemmaModelHandler(ModelHandler[str, PredictionResult, GemmaGenerator]):
                 kwargs = {"dtype": self._dtype} if self._dtype else {}
                 causal_lm = keras_hub.models.CausalLM.from_preset(self._preset, **kwargs)
                 causal_lm.compile(sampler=self._sampler)
-                _LOADED[key] = _SharedModel(causal_lm, threading.Lock(), set())
+                _LOADED[key] = _SharedModel(causal_lm, threading.Lock(), set(), {})
             shared = _LOADED[key]
         generator = GemmaGenerator(
             shared.causal_lm,
@@ -296,15 +318,39 @@ class GemmaModelHandler(ModelHandler[str, PredictionResult, GemmaGenerator]):
             length_buckets=self._length_buckets,
             max_batch_tokens=self._max_batch_tokens or _default_batch_tokens(),
         )
+        if self._reply_schema is not None:
+            generator.constrained = self._constrained(shared, generator.stop_token_ids)
         if self._warm_up:
             # Stages that share the model and its shapes (triage and repair) warm up once.
-            todo = (tuple(generator.stop_token_ids), self._max_new_tokens)
+            todo = (
+                tuple(generator.stop_token_ids),
+                self._max_new_tokens,
+                generator.constrained is not None,
+            )
             with _LOADED_LOCK:
                 first = todo not in shared.warmed
                 shared.warmed.add(todo)
             if first:
                 LOG.info("warming up %d shapes", generator.warm_up(self._max_new_tokens))
         return generator
+
+    def _constrained(self, shared: _SharedModel, stop_ids: list[int]) -> ConstrainedGenerate:
+        from handlers.constrained import ConstrainedGenerate
+        from handlers.token_automaton import automaton_for
+
+        cap = self._max_reply_chars or 2**30
+        key = (json.dumps(self._reply_schema, sort_keys=True), cap, tuple(stop_ids))
+        with _LOADED_LOCK:
+            if key not in shared.constrained:
+                tokenizer = shared.causal_lm.preprocessor.tokenizer
+                automaton = automaton_for(tokenizer, self._reply_schema, stop_ids)
+                LOG.info(
+                    "constrained decoding: %d states, %.2f MB table",
+                    automaton.num_states,
+                    automaton.nbytes / 1e6,
+                )
+                shared.constrained[key] = ConstrainedGenerate(shared.causal_lm, automaton, cap)
+            return shared.constrained[key]
 
     def run_inference(
         self,

@@ -21,9 +21,37 @@ import json5
 
 from triage.prompts import CHAT_CLOSE, MODEL_TURN
 
-__all__ = ["MAX_REPLY_CHARS", "MAX_SUMMARY_CHARS", "ParseFailure", "ParsedReply", "parse_reply"]
+__all__ = [
+    "CONSTRAINED_REPLY_CHARS",
+    "MAX_REPLY_CHARS",
+    "MAX_SUMMARY_CHARS",
+    "REPLY_SCHEMA",
+    "ParseFailure",
+    "ParsedReply",
+    "parse_reply",
+]
 
 MAX_SUMMARY_CHARS = 512
+# The triage reply as a JSON schema, for constrained decoding (handlers/token_automaton.py):
+# every string it admits must parse here. So the summary's first character is neither
+# whitespace nor an escape that decodes to whitespace (a blank summary is rejected below), and
+# `\u` escapes are left out (they could spell a lone surrogate). The length bound is not in the
+# schema, where it would multiply the automaton's states: see CONSTRAINED_REPLY_CHARS.
+_JSON_CHAR = r'[^"\\\x00-\x1F\x7F-\x9F]|\\["\\/bfnrt]'
+_FIRST_CHAR = r'[^"\\\s\x00-\x1F\x7F-\x9F]|\\["\\/]'
+REPLY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "sentiment": {"enum": [-1, 0, 1]},
+        "summary": {"type": "string", "pattern": f"^(?:{_FIRST_CHAR})(?:{_JSON_CHAR})*$"},
+    },
+    "required": ["sentiment", "summary"],
+    "additionalProperties": False,
+}
+# Characters a constrained reply may have: the shortest reply with an empty summary plus
+# MAX_SUMMARY_CHARS. The raw (escaped) summary is never shorter than the decoded one, so a reply
+# within this cap always has a summary within MAX_SUMMARY_CHARS.
+CONSTRAINED_REPLY_CHARS = MAX_SUMMARY_CHARS + len('{"sentiment":0,"summary":""}')
 # Replies are bounded by the token budget; anything far larger is not a reply to our prompt.
 MAX_REPLY_CHARS = 32 * 1024
 # Opening braces examined before giving up: with the reply cap, bounds the scan to ~1M steps.
