@@ -84,8 +84,13 @@ def evaluate(
     apology_max_new_tokens: int = 256,
     batch_size: int = 16,
     progress: Callable[[str], None] | None = None,
+    generate_drafts: Callable[[list[str], int], list[str]] | None = None,
 ) -> EvalReport:
-    """Score `generate` (prompts, max new tokens -> completions) on labelled examples."""
+    """Score `generate` (prompts, max new tokens -> completions) on labelled examples.
+
+    `generate_drafts` writes the apology drafts when it differs from `generate`, as in the
+    pipeline, where triage replies are constrained to the schema and drafts are free text.
+    """
     from triage.parse import ParseFailure, parse_reply
     from triage.prompts import TokenBudget, byte_token_count, load_template
 
@@ -123,7 +128,8 @@ def evaluate(
             ).text
             for e, s in batch
         ]
-        report.drafts += sum(bool(d.strip()) for d in generate(prompts, apology_max_new_tokens))
+        drafts = (generate_drafts or generate)(prompts, apology_max_new_tokens)
+        report.drafts += sum(bool(d.strip()) for d in drafts)
     return report
 
 
@@ -136,18 +142,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max_new_tokens", type=int, default=256)
     parser.add_argument("--apology_max_new_tokens", type=int, default=256)
     parser.add_argument("--max_prompt_tokens", type=int, default=1024)
+    parser.add_argument(
+        "--no_constrained_decoding",
+        dest="constrained_decoding",
+        action="store_false",
+        help="free-text triage replies (the pipeline's --no_constrained_decoding)",
+    )
     args = parser.parse_args(argv)
 
     from handlers.gemma import GemmaModelHandler, load_token_counter
+    from triage.parse import CONSTRAINED_REPLY_CHARS, REPLY_SCHEMA
 
     with open(args.examples, encoding="utf-8") as f:
         examples = [json.loads(line) for line in f if line.strip()][: args.limit]
-    model = GemmaModelHandler(
+    constraint = (
+        {"reply_schema": REPLY_SCHEMA, "max_reply_chars": CONSTRAINED_REPLY_CHARS}
+        if args.constrained_decoding
+        else {}
+    )
+    # One set of weights: the two handlers share the loaded model.
+    triage_model = GemmaModelHandler(
+        args.model_preset, max_batch_size=args.batch_size, warm_up=False, **constraint
+    ).load_model()
+    draft_model = GemmaModelHandler(
         args.model_preset, max_batch_size=args.batch_size, warm_up=False
     ).load_model()
 
     def generate(prompts: list[str], max_new_tokens: int) -> list[str]:
-        return [text for text, _, _ in model.generate(prompts, max_new_tokens)]
+        return [text for text, _, _ in triage_model.generate(prompts, max_new_tokens)]
+
+    def generate_drafts(prompts: list[str], max_new_tokens: int) -> list[str]:
+        return [text for text, _, _ in draft_model.generate(prompts, max_new_tokens)]
 
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -161,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         apology_max_new_tokens=args.apology_max_new_tokens,
         batch_size=args.batch_size,
         progress=progress,
+        generate_drafts=generate_drafts,
     )
     for line in report.lines():
         print(line)

@@ -47,6 +47,14 @@ class TriageOptions(PipelineOptions):
             help="repair prompts tried on a reply that does not parse, before dead-lettering",
         )
         model.add_argument("--repair_prompt_version", default=None, help="e.g. repair-v1")
+        model.add_argument(
+            "--no_constrained_decoding",
+            dest="constrained_decoding",
+            action="store_false",
+            default=True,
+            help="let the model write free text for triage replies instead of masking every "
+            "token to the reply schema (repair then catches malformed replies)",
+        )
         batching = parser.add_argument_group("batching and model sharing (Beam RunInference)")
         batching.add_argument("--min_batch_size", type=int, default=1)
         batching.add_argument("--max_batch_size", type=int, default=8)

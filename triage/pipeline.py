@@ -17,6 +17,7 @@ from triage import metrics
 from triage.apology import MakeDrafts
 from triage.infer import Ask, AskModel, TokenCounterFactory, byte_counter
 from triage.options import TriageOptions
+from triage.parse import CONSTRAINED_REPLY_CHARS, REPLY_SCHEMA
 from triage.prompts import load_template
 from triage.records import Stage
 from triage.route import ERROR, MAIN, NEGATIVE, RouteBySentiment, repair_ask, unparsed_to_dead
@@ -188,8 +189,17 @@ def handlers_from_options(options: TriageOptions) -> tuple[ModelHandler, ModelHa
         options.apology_max_new_tokens
         or load_template("apology", options.apology_prompt_version).max_reply_tokens
     )
+    # Triage and repair replies are both triage objects: with constrained decoding the model
+    # cannot write anything else. Drafts are free text for agents to edit.
+    constraint = (
+        {"reply_schema": REPLY_SCHEMA, "max_reply_chars": CONSTRAINED_REPLY_CHARS}
+        if options.constrained_decoding
+        else {}
+    )
     return (
-        GemmaModelHandler(options.model_preset, max_new_tokens=triage_budget, **shared),
+        GemmaModelHandler(
+            options.model_preset, max_new_tokens=triage_budget, **constraint, **shared
+        ),
         GemmaModelHandler(options.model_preset, max_new_tokens=apology_budget, **shared),
     )
 
