@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Constrained-decoding automata are cached on disk; tests keep theirs out of the user's cache.
+os.environ.setdefault("TRIAGE_CACHE_DIR", tempfile.mkdtemp(prefix="triage-test-cache-"))
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_PRESET = REPO / "models" / "tiny-gemma2"

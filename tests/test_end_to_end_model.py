@@ -1,7 +1,9 @@
 """The real pipeline with the real Gemma handler on the tiny random preset, and `triage run`.
 
-The tiny model's replies are noise, so every valid chat must land in the dead letters with the
-model's reply kept: this is the error path through the real model code.
+The tiny model's free-text replies are noise, so without constrained decoding every valid chat
+must land in the dead letters with the model's reply kept: the error path through the real
+model code. With constrained decoding (the default) the same noise must come out as valid
+triage objects: every valid chat becomes a summary or a draft.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def test_real_handler_pipeline_sends_noise_to_dead_letters(tiny_preset, tmp_path
             "--max_new_tokens=24",
             "--max_batch_size=8",
             "--no_warm_up",
+            "--no_constrained_decoding",
         ]
     )
     pipeline = TestPipeline(options=options)
@@ -73,6 +76,33 @@ def test_real_handler_pipeline_sends_noise_to_dead_letters(tiny_preset, tmp_path
     # Noise, then noise again when asked to repair: one repair recorded on each.
     assert all(d.prompt_version == "triage-v1+repair-v1" and d.repairs == 1 for d in parsed)
     assert sorted(d.payload for d in dead) == sorted(payloads)  # every original byte kept
+
+
+def test_constrained_noise_becomes_summaries_and_drafts(tiny_preset, tmp_path):
+    payloads = _payloads()
+    options = TriageOptions(
+        [f"--model_preset={tiny_preset}", "--max_new_tokens=24", "--max_batch_size=8"]
+    )
+    pipeline = TestPipeline(options=options)
+    outputs = build_pipeline(
+        pipeline, beam.Create(payloads), WriteJsonLines(str(tmp_path)), options
+    )
+    counts = (
+        outputs.summaries | "S" >> beam.Map(lambda _: "kept"),
+        outputs.drafts | "D" >> beam.Map(lambda _: "kept"),
+        outputs.dead_letters | "DL" >> beam.Map(lambda d: d.stage),
+    ) | beam.Flatten()
+    n_invalid = _n_invalid()
+    # An empty free-text draft would be an `apology` dead letter; the triage replies never fail.
+    expected = ["kept"] * (len(payloads) - n_invalid) + ["validate"] * n_invalid
+    assert_that(counts, equal_to(expected))
+    pipeline.run().wait_until_finish()
+    summaries = [
+        json.loads(line)
+        for line in (tmp_path / OUTPUT_FILES["summaries"]).read_text("utf-8").splitlines()
+    ]
+    assert summaries and all(0 < len(s["summary"]) <= 512 for s in summaries)
+    assert all(s["prompt_version"] == "triage-v1" for s in summaries)  # no repair was needed
 
 
 def test_triage_run_cli_counts_add_up(tiny_preset, tmp_path):

@@ -142,6 +142,7 @@ def test_real_gemma_noise_lands_in_bigquery_dead_letters(infra, bq_direct, tiny_
             "--max_new_tokens=16",
             "--max_batch_size=4",
             "--no_warm_up",
+            "--no_constrained_decoding",  # free-text noise: the dead-letter path
         ],
     ).start()
     try:
