@@ -5,6 +5,10 @@
 - `naive`: one `generate()` per arriving batch, exact shapes (a compile for every new batch size
   and length), stopping at `<eos>` and `<end_of_turn>`, the same new-token budget as ours.
 - `ours`: `handlers.gemma.GemmaGenerator`: shape buckets, warm-up before the stream, early stop.
+- `constrained`: `ours` with constrained decoding to the triage reply schema, as the pipeline
+  runs by default (`handlers/constrained.py`); also reports the transition table's memory.
+
+Every variant also reports the share of its replies that `triage.parse` accepts.
 
 The stream: 512 synthetic chats whose lengths follow a seeded long-tailed distribution, in
 batches of seeded random sizes between 1 and the maximum, as RunInference hands them over. Each
@@ -13,7 +17,7 @@ variant runs in its own process so its peak memory is its own. Writes
 
 Usage::
 
-    python -m bench.run                       # the demo model, all three variants
+    python -m bench.run                       # the demo model, all four variants
     python -m bench.run --model PRESET        # e.g. real Gemma weights on a GPU machine
 """
 
@@ -32,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("reference", "naive", "ours")
+VARIANTS = ("reference", "naive", "ours", "constrained")
 REFERENCE_MAX_LENGTH = 512  # the published handler's max_length
 # Device memory bandwidth (GB/s) for the roofline: decoding reads every weight once a step.
 BANDWIDTH_GBPS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0, "L4": 300.0, "T4": 320.0}
@@ -74,6 +78,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
 
     from handlers.compilations import CompilationCounter
     from handlers.gemma import GemmaModelHandler
+    from triage.parse import CONSTRAINED_REPLY_CHARS, REPLY_SCHEMA, ParsedReply, parse_reply
     from triage.pipeline import length_buckets_for
     from triage.prompts import load_template
 
@@ -93,13 +98,24 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         max_batch_tokens=args.max_batch_tokens,
         warm_up=False,
         dtype=args.dtype,
+        **(
+            {"reply_schema": REPLY_SCHEMA, "max_reply_chars": CONSTRAINED_REPLY_CHARS}
+            if args.variant == "constrained"
+            else {}
+        ),
     )
+    started = time.perf_counter()
     generator = handler.load_model()
+    extra: dict[str, Any] = {"load_s": round(time.perf_counter() - started, 2)}
+    if generator.constrained is not None:
+        automaton = generator.constrained.automaton
+        extra["automaton_states"] = automaton.num_states
+        extra["automaton_table_mb"] = round(automaton.nbytes / 1e6, 3)
     counter = CompilationCounter()  # from here: loading the weights compiles small ops too
     causal_lm = generator.causal_lm
     tokenizer = causal_lm.preprocessor.tokenizer
     warm = {"warmup_s": 0.0, "warmup_compilations": 0}
-    if args.variant == "ours":
+    if args.variant in ("ours", "constrained"):
         start = time.perf_counter()
         generator.warm_up(budget)
         warm = {
@@ -108,14 +124,15 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         }
     compiled_before = counter.count
 
-    def reference(batch: list[str]) -> int:
-        new = 0
+    def reference(batch: list[str]) -> tuple[int, list[str]]:
+        new, replies = 0, []
         for prompt in batch:  # one generate() per chat, as the published handler does
             text = causal_lm.generate(prompt, max_length=REFERENCE_MAX_LENGTH)
             new += max(0, len(tokenizer.tokenize(text)) - len(tokenizer.tokenize(prompt)))
-        return new
+            replies.append(text)
+        return new, replies
 
-    def naive(batch: list[str]) -> int:
+    def naive(batch: list[str]) -> tuple[int, list[str]]:
         longest = max(len(ids) for ids in tokenizer.tokenize(batch)) + 1
         texts = causal_lm.generate(
             batch,
@@ -123,19 +140,26 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
             stop_token_ids=generator.stop_token_ids,
             strip_prompt=True,
         )
-        return sum(len(ids) for ids in tokenizer.tokenize(list(texts)))
+        return sum(len(ids) for ids in tokenizer.tokenize(list(texts))), list(texts)
 
-    def ours(batch: list[str]) -> int:
-        return sum(n_new for _, _, n_new in generator.generate(batch, budget))
+    def ours(batch: list[str]) -> tuple[int, list[str]]:
+        results = generator.generate(batch, budget)
+        return sum(n_new for _, _, n_new in results), [text for text, _, _ in results]
 
-    step = {"reference": reference, "naive": naive, "ours": ours}[args.variant]
-    latencies, tokens, done = [], 0, 0
+    step = {"reference": reference, "naive": naive, "ours": ours, "constrained": ours}[args.variant]
+    latencies, tokens, done, parsed = [], 0, 0, 0
     start = time.perf_counter()
     for size in sizes:
         batch = prompts[done : done + size]
         t0 = time.perf_counter()
-        tokens += step(batch)
+        new, replies = step(batch)
         latencies.append((time.perf_counter() - t0) * 1000)
+        tokens += new
+        # Outside the timed part: parsing is the same work for every variant.
+        parsed += sum(
+            isinstance(parse_reply(reply, prompt), ParsedReply)
+            for reply, prompt in zip(replies, batch, strict=True)
+        )
         done += size
         if args.progress:
             print(f"  {args.variant}: {done}/{len(prompts)} chats", file=sys.stderr, flush=True)
@@ -152,7 +176,9 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         "new_tokens": tokens,
         "batches": len(sizes),
         "weight_bytes": weight_bytes,
+        "parsed": round(parsed / len(prompts), 4),
         **warm,
+        **extra,
     }
 
 
@@ -214,10 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
-    columns = ("chats_per_s", "tokens_per_s", "compilations", "p50_batch_ms", "p99_batch_ms")
-    print(f"{'variant':10s}" + "".join(f"{c:>15s}" for c in (*columns, "peak_rss_mb")))
+    columns = (
+        "chats_per_s",
+        "tokens_per_s",
+        "compilations",
+        "p50_batch_ms",
+        "p99_batch_ms",
+        "peak_rss_mb",
+        "parsed",
+    )
+    print(f"{'variant':12s}" + "".join(f"{c:>14s}" for c in columns))
     for name, r in results.items():
-        print(f"{name:10s}" + "".join(f"{r[c]:>15}" for c in (*columns, "peak_rss_mb")))
+        print(f"{name:12s}" + "".join(f"{r[c]:>14}" for c in columns))
     if "reference" in results and "ours" in results:
         ref, naive, ours = results["reference"], results.get("naive"), results["ours"]
         print(
@@ -226,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         if naive:
             print(f"ours vs naive: {ours['chats_per_s'] / naive['chats_per_s']:.1f}x chats/s")
+    if "ours" in results and "constrained" in results:
+        ours, constrained = results["ours"], results["constrained"]
+        print(
+            f"constrained vs ours: {constrained['chats_per_s'] / ours['chats_per_s']:.2f}x "
+            f"chats/s, transition table {constrained['automaton_table_mb']} MB "
+            f"({constrained['automaton_states']} states)"
+        )
     print(f"bench: wrote {args.out} ({device}; {report['machine']})")
     return 0
 
