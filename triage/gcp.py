@@ -75,6 +75,8 @@ class Infrastructure:
     summaries_table: str
     dead_letter_table: str
     replays_table: str
+    reviews_table: str
+    approved_topic: str
 
     @classmethod
     def named(cls, project: str, dataset: str = "triage", prefix: str = "") -> Infrastructure:
@@ -87,6 +89,8 @@ class Infrastructure:
             summaries_table=f"{project}.{dataset}.{prefix.replace('-', '_')}summaries",
             dead_letter_table=f"{project}.{dataset}.{prefix.replace('-', '_')}dead_letters",
             replays_table=f"{project}.{dataset}.{prefix.replace('-', '_')}replays",
+            reviews_table=f"{project}.{dataset}.{prefix.replace('-', '_')}reviews",
+            approved_topic=f"projects/{project}/topics/{prefix}approved",
         )
 
 
@@ -131,11 +135,11 @@ def ensure_table(client: Any, table: str, record_type: type) -> None:
 
 def ensure_infrastructure(infra: Infrastructure) -> None:
     """Create what is missing; running it twice changes nothing."""
-    from triage.records import DeadLetter, Replay, TriageResult
+    from triage.records import DeadLetter, Replay, Review, TriageResult
 
     publisher, subscriber = publisher_client(), subscriber_client()
     try:
-        for topic in (infra.input_topic, infra.drafts_topic):
+        for topic in (infra.input_topic, infra.drafts_topic, infra.approved_topic):
             _ensure_topic(publisher, topic)
         ensure_subscription(subscriber, infra.input_subscription, infra.input_topic)
         ensure_subscription(subscriber, infra.review_subscription, infra.drafts_topic)
@@ -145,6 +149,7 @@ def ensure_infrastructure(infra: Infrastructure) -> None:
         (infra.summaries_table, TriageResult),
         (infra.dead_letter_table, DeadLetter),
         (infra.replays_table, Replay),
+        (infra.reviews_table, Review),
     ):
         client = bigquery_client(split_table(table)[0])
         ensure_table(client, table, record_type)

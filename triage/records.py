@@ -21,6 +21,7 @@ __all__ = [
     "DeadLetter",
     "Draft",
     "Replay",
+    "Review",
     "Stage",
     "TriageResult",
     "ROW_ID",
@@ -148,6 +149,35 @@ class Replay:
     replayed_at: str = dataclasses.field(default_factory=utc_now)
 
 
+@dataclasses.dataclass(frozen=True)
+class Review:
+    """A support agent's decision on one draft: a row of the `reviews` table, and, when
+    approved, the message on the `approved` topic for the system that sends replies.
+
+    It keeps the chat, summary and both texts, so approved rows are training data as they are
+    (`triage export-approved`) and a rejected one can be understood without the draft.
+    """
+
+    draft_id: str
+    chat_id: str
+    user_id: str
+    decision: str  # "approved" or "rejected"
+    final_text: str  # what the customer gets; the draft as written when not edited
+    edited: bool
+    reason: str  # why it was rejected; empty when approved
+    reviewer: str  # the signed-in identity, never a form field
+    model_id: str
+    prompt_version: str
+    apology_prompt_version: str
+    sentiment: int
+    summary: str
+    chat_message: str
+    draft: str  # the model's text, before any edit
+    drafted_at: str
+    decided_at: str
+    seconds_to_decision: float
+
+
 R = TypeVar("R")
 
 
@@ -207,7 +237,7 @@ _BQ_TYPES: dict[Any, str] = {
     bool: "BOOLEAN",
     bytes: "BYTES",
 }
-_TIMESTAMP_FIELDS = {"created_at", "failed_at", "replayed_at"}
+_TIMESTAMP_FIELDS = {"created_at", "failed_at", "replayed_at", "drafted_at", "decided_at"}
 
 
 def bigquery_schema(cls: type) -> list[dict[str, str]]:
@@ -231,7 +261,7 @@ def bigquery_schema(cls: type) -> list[dict[str, str]]:
 ROW_ID = "row_id"
 
 
-def row_id(record: TriageResult | Draft | DeadLetter | Replay) -> str:
+def row_id(record: TriageResult | Draft | DeadLetter | Replay | Review) -> str:
     """The idempotency key of a stored row: the same chat at the same stage always gets the same
     id, so a redelivered or replayed message never adds a second row.
 
@@ -245,6 +275,8 @@ def row_id(record: TriageResult | Draft | DeadLetter | Replay) -> str:
         return f"{record.chat_id}/draft"
     if isinstance(record, Replay):
         return record.dead_letter_row_id
+    if isinstance(record, Review):
+        return f"{record.draft_id}/review"  # one decision per draft, whoever clicks twice
     if record.chat_id is not None:
         who = f"chat:{record.chat_id}"
     else:
