@@ -125,6 +125,9 @@ _DELEGATED = {
     "eval": ("triage.evaluate", "main"),
     "replay": ("triage.replay", "main_replay"),
     "dead-letters": ("triage.replay", "main_dead_letters"),
+    "review": ("review.cli", "main_review"),
+    "review-user": ("review.cli", "main_review_user"),
+    "export-approved": ("review.cli", "main_export_approved"),
 }
 
 _STREAMING_FLAGS = ("input_subscription", "summaries_table", "dead_letter_table", "drafts_topic")
@@ -164,8 +167,10 @@ def _infra(args: argparse.Namespace) -> int:
         f"  --summaries_table={infra.summaries_table}\n"
         f"  --dead_letter_table={infra.dead_letter_table}\n"
         f"  --drafts_topic={infra.drafts_topic}\n"
-        f"Publish chats to {infra.input_topic}; agents pull drafts from "
-        f"{infra.review_subscription}."
+        f"Publish chats to {infra.input_topic}. Agents review drafts with:\n"
+        f"  triage review --project {args.project} --prefix '{args.prefix}' --users FILE\n"
+        f"(drafts from {infra.review_subscription}; decisions to {infra.reviews_table}; "
+        f"approved replies to {infra.approved_topic})."
     )
     return 0
 
@@ -219,6 +224,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub.add_parser(
         "dead-letters", add_help=False, help="recent dead letters grouped by stage and reason"
+    )
+    sub.add_parser(
+        "review", add_help=False, help="serve the web app where agents review apology drafts"
+    )
+    sub.add_parser(
+        "review-user", add_help=False, help="print a reviewer's line for the --users file"
+    )
+    sub.add_parser(
+        "export-approved",
+        add_help=False,
+        help="approved replies as JSON lines for triage finetune",
     )
 
     args, rest = parser.parse_known_args(argv)

@@ -1,0 +1,213 @@
+"""`triage review`, `triage review-user` and `triage export-approved`."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main_export_approved", "main_review", "main_review_user", "start_server"]
+
+LOG = logging.getLogger(__name__)
+
+
+def _targets_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--dataset", default="triage")
+    parser.add_argument("--prefix", default="", help="the prefix given to `triage infra`")
+    parser.add_argument("--subscription", help="default: the drafts review subscription")
+    parser.add_argument("--reviews_table", help="default: PROJECT.DATASET.reviews")
+    parser.add_argument("--approved_topic", help="default: projects/PROJECT/topics/approved")
+
+
+def _targets(args: argparse.Namespace) -> Any:
+    from review.queue import ReviewTargets
+    from triage.gcp import Infrastructure
+
+    infra = Infrastructure.named(args.project, dataset=args.dataset, prefix=args.prefix)
+    return ReviewTargets(
+        subscription=args.subscription or infra.review_subscription,
+        reviews_table=args.reviews_table or infra.reviews_table,
+        approved_topic=args.approved_topic or infra.approved_topic,
+    )
+
+
+def start_server(app: Any, host: str, port: int) -> tuple[Any, threading.Thread]:
+    """Serve `app` with waitress on a background thread: (server, thread). Port 0 picks one;
+    `server.effective_port` tells which. Stop with `server.close()`."""
+    from waitress import create_server
+
+    server = create_server(app, host=host, port=port, threads=8, ident="chat-triage-review")
+    thread = threading.Thread(target=server.run, name="review-http", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def build_app(args: argparse.Namespace, reviewers: Any) -> tuple[Any, Any]:
+    """The queue (pulling) and the Flask app for parsed `triage review` arguments."""
+    from review.app import create_app
+    from review.dashboard import Dashboard, fetch_decisions, summarize
+    from review.queue import ReviewQueue
+    from review.store import DraftStore
+    from triage.gcp import bigquery_client, split_table
+
+    targets = _targets(args)
+    store = DraftStore(Path(args.state_dir) / "drafts.sqlite3")
+    queue = ReviewQueue(targets, store)
+    client = bigquery_client(split_table(targets.reviews_table)[0])
+
+    def dashboard() -> Dashboard:
+        now = datetime.now(UTC)
+        try:
+            rows = fetch_decisions(client, targets.reviews_table, now)
+        except Exception as err:  # noqa: BLE001 - the queue must stay usable without BigQuery
+            LOG.warning("dashboard query failed: %s", err)
+            board = Dashboard(waiting=store.count_waiting())
+            board.error = "the reviews table cannot be read right now"
+            return board
+        return summarize(rows, store.count_waiting(), now)
+
+    secret = os.environ.get("TRIAGE_REVIEW_SECRET")
+    app = create_app(
+        queue,
+        reviewers,
+        dashboard=dashboard,
+        secret_key=secret,
+        secure_cookies=args.secure_cookies,
+    )
+    return queue, app
+
+
+def main_review(argv: Sequence[str] | None = None) -> int:
+    from review.auth import Reviewers, is_loopback
+
+    parser = argparse.ArgumentParser(
+        prog="triage review", description="serve the support agents' review queue"
+    )
+    _targets_args(parser)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--users",
+        default=os.environ.get("TRIAGE_REVIEW_USERS"),
+        help="TOML file of reviewers and password hashes (see `triage review-user`); "
+        "required on any address but loopback",
+    )
+    parser.add_argument(
+        "--state_dir",
+        default=os.environ.get("TRIAGE_REVIEW_STATE", ".review-state"),
+        help="where the local store of pulled drafts and leases lives",
+    )
+    parser.add_argument(
+        "--secure_cookies",
+        action="store_true",
+        help="mark the session cookie Secure (behind an HTTPS proxy)",
+    )
+    args = parser.parse_args(argv)
+
+    if args.users:
+        reviewers = Reviewers.from_file(args.users)
+    elif is_loopback(args.host):
+        reviewers, name, password = Reviewers.one_time()
+        print(
+            f"review: no --users file; sign in as {name!r} with one-time password {password}",
+            file=sys.stderr,
+        )
+    else:
+        parser.error(f"refusing to serve on {args.host} without --users (reviewer credentials)")
+    queue, app = build_app(args, reviewers)
+    queue.start()
+    server, thread = start_server(app, args.host, args.port)
+    print(
+        f"review: queue at http://{args.host}:{server.effective_port}/ "
+        f"(drafts from {queue.targets.subscription})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        queue.stop()
+    return 0
+
+
+def main_review_user(argv: Sequence[str] | None = None) -> int:
+    from review.auth import hash_password
+
+    parser = argparse.ArgumentParser(
+        prog="triage review-user",
+        description="print a reviewers-file line (name = hash) for `triage review --users`",
+    )
+    parser.add_argument("name")
+    args = parser.parse_args(argv)
+    password = os.environ.get("TRIAGE_REVIEW_PASSWORD") or getpass.getpass("password: ")
+    if len(password) < 8:
+        print("review-user: use at least 8 characters", file=sys.stderr)
+        return 2
+    print(f"{json.dumps(args.name)} = {json.dumps(hash_password(password))}")
+    return 0
+
+
+def export_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Approved reviews as `triage finetune` examples: the triage answer and the final reply."""
+    return [
+        {
+            "chat_id": r["chat_id"],
+            "chat_message": r["chat_message"],
+            "sentiment": int(r["sentiment"]),
+            "summary": r["summary"],
+            "draft": r["final_text"],
+            "edited": bool(r["edited"]),
+            "reviewer": r["reviewer"],
+        }
+        for r in rows
+        if r["decision"] == "approved" and r["final_text"]
+    ]
+
+
+def main_export_approved(argv: Sequence[str] | None = None) -> int:
+    from google.cloud import bigquery
+
+    from triage.gcp import bigquery_client, split_table
+
+    parser = argparse.ArgumentParser(
+        prog="triage export-approved",
+        description="approved replies as JSON lines for `triage finetune --examples`",
+    )
+    _targets_args(parser)
+    parser.add_argument("--out", required=True, help="JSON-lines file to write")
+    parser.add_argument("--since", help="only decisions at or after this ISO time")
+    args = parser.parse_args(argv)
+    table = _targets(args).reviews_table
+    client = bigquery_client(split_table(table)[0])
+    sql = f"SELECT * FROM `{table}` WHERE decision = 'approved'"
+    params = []
+    if args.since:
+        sql += " AND decided_at >= @since"
+        since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+        params.append(bigquery.ScalarQueryParameter("since", "TIMESTAMP", since))
+    sql += " ORDER BY decided_at"
+    job = client.query(
+        sql,
+        job_config=bigquery.QueryJobConfig(query_parameters=params),
+        retry=None,
+        job_retry=None,
+    )
+    rows = export_rows([dict(r.items()) for r in job.result(timeout=120, retry=None)])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"export-approved: {len(rows)} approved replies -> {args.out}", file=sys.stderr)
+    return 0
