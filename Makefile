@@ -13,9 +13,16 @@ DEMO_TRAIN_SEED := 1
 DEMO_EVAL_N := 300
 DEMO_EVAL_SEED := 2
 
-.PHONY: setup test lint format demo demo-files demo-model eval bench clean
+.PHONY: setup test lint format demo demo-review demo-files demo-model eval bench browser clean
 
-setup: $(BIN)/.installed $(TINY_PRESET)/config.json
+setup: $(BIN)/.installed $(TINY_PRESET)/config.json browser
+
+# Headless Chromium and its WebDriver for the review app's browser test (Debian packages).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +48,11 @@ test: setup lint
 demo: setup $(DEMO_MODEL)/config.json
 	$(BIN)/python -m triage.demo --chats examples/chats.jsonl --model_preset=$(DEMO_MODEL) \
 		--no_warm_up
+
+# The demo, then the review queue on its drafts in a browser (until Ctrl-C).
+demo-review: setup $(DEMO_MODEL)/config.json
+	$(BIN)/python -m triage.demo --chats examples/chats.jsonl --model_preset=$(DEMO_MODEL) \
+		--no_warm_up --review
 
 # Train the demo model from scratch on synthetic chats (about 8 minutes on 2 CPU cores).
 demo-model: $(BIN)/.installed

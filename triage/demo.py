@@ -187,7 +187,15 @@ def _report(bq: Any, infra: Any) -> list[str]:
             draft = json.loads(m.message.data)
             lines.append(f"  [{m.message.attributes['chat_id']}] {_short(draft['summary'], 70)}")
             lines.append(f"      draft: {_short(draft['draft'])}")
-        if not response.received_messages:
+        if response.received_messages:  # only a look: hand them straight back to the queue
+            subscriber.modify_ack_deadline(
+                request={
+                    "subscription": infra.review_subscription,
+                    "ack_ids": [m.ack_id for m in response.received_messages],
+                    "ack_deadline_seconds": 0,
+                }
+            )
+        else:
             lines.append("  (none)")
     finally:
         subscriber.close()
@@ -230,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the emulators running after the report, to inspect them (Ctrl-C stops)",
     )
+    parser.add_argument(
+        "--review",
+        action="store_true",
+        help="then serve the review queue on the demo's drafts until Ctrl-C",
+    )
+    parser.add_argument("--review_port", type=int, default=8080)
     args, beam_args = parser.parse_known_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -281,9 +295,51 @@ def main(argv: list[str] | None = None) -> int:
             f"demo: {len(payloads)} chats -> {outcome.summaries} summaries, "
             f"{outcome.drafts} drafts, {outcome.dead_letters} dead letters"
         )
-        if args.keep:
+        if args.review:
+            _serve_review(infra, args.review_port)
+        elif args.keep:
             _keep_running(pubsub, bigquery, infra)
+        else:
+            _say(
+                "demo: review these drafts in a browser: make demo-review "
+                f"(this demo again, then the review queue at http://127.0.0.1:{args.review_port}/)"
+            )
     return 0
+
+
+def _serve_review(infra: Any, port: int) -> None:
+    """The review app on the demo's emulators, signed in with a one-time password."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from review.auth import Reviewers
+    from review.cli import build_app, start_server
+
+    reviewers, name, password = Reviewers.one_time()
+    options = SimpleNamespace(
+        project=PROJECT,
+        dataset="triage",
+        prefix="",
+        subscription=infra.review_subscription,
+        reviews_table=infra.reviews_table,
+        approved_topic=infra.approved_topic,
+        state_dir=tempfile.mkdtemp(prefix="triage-review-"),
+        secure_cookies=False,
+    )
+    queue, app = build_app(options, reviewers)
+    queue.start()
+    server, thread = start_server(app, "127.0.0.1", port)
+    _say(
+        f"\ndemo: review queue at http://127.0.0.1:{server.effective_port}/ "
+        f"(sign in as {name!r}, one-time password {password}); Ctrl-C stops"
+    )
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        queue.stop()
 
 
 def _keep_running(pubsub: Any, bigquery: Any, infra: Any) -> None:
