@@ -128,6 +128,7 @@ _DELEGATED = {
     "review": ("review.cli", "main_review"),
     "review-user": ("review.cli", "main_review_user"),
     "export-approved": ("review.cli", "main_export_approved"),
+    "dataflow-job": ("triage.dataflow_job", "main"),
 }
 
 _STREAMING_FLAGS = ("input_subscription", "summaries_table", "dead_letter_table", "drafts_topic")
@@ -135,6 +136,8 @@ _STREAMING_FLAGS = ("input_subscription", "summaries_table", "dead_letter_table"
 
 def _run_streaming(beam_args: list[str]) -> int:
     """Pub/Sub in, BigQuery and Pub/Sub out, until cancelled (Ctrl-C here, or on Dataflow)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
     from triage.options import TriageOptions
     from triage.pipeline import streaming_pipeline
 
@@ -149,6 +152,10 @@ def _run_streaming(beam_args: list[str]) -> int:
     pipeline = streaming_pipeline(options)
     print(f"triage run: streaming from {options.input_subscription}", file=sys.stderr)
     result = pipeline.run()
+    runner = str(options.view_as(StandardOptions).runner or "")
+    if "Dataflow" in runner:  # submitted: the job runs on Dataflow, not in this process
+        print(f"triage run: submitted Dataflow job {getattr(result, 'job_id', lambda: '?')()}")
+        return 0
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:
@@ -230,6 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub.add_parser(
         "review-user", add_help=False, help="print a reviewer's line for the --users file"
+    )
+    sub.add_parser(
+        "dataflow-job",
+        add_help=False,
+        help="the Dataflow job description for given options, built offline, not submitted",
     )
     sub.add_parser(
         "export-approved",

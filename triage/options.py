@@ -67,6 +67,14 @@ class TriageOptions(PipelineOptions):
         )
         batching.add_argument("--model_copies", type=int, default=None)
         batching.add_argument(
+            "--jax_memory_fraction",
+            type=float,
+            default=None,
+            help="share of accelerator memory each model process may take "
+            "(XLA_PYTHON_CLIENT_MEM_FRACTION); default 0.8 split across the processes "
+            "holding a model (model copies, x2 with --large_model: triage and apology)",
+        )
+        batching.add_argument(
             "--max_batch_tokens",
             type=int,
             default=None,

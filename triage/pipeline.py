@@ -158,6 +158,20 @@ def length_buckets_for(max_prompt_tokens: int) -> tuple[int, ...]:
     return (*smaller, max_prompt_tokens)
 
 
+def jax_memory_fraction(options: TriageOptions) -> float:
+    """Accelerator memory per model process. JAX preallocates 75% of the device in every
+    process by default, so two processes holding a model would run out: split 80% among them.
+
+    Without --large_model the triage and apology stages share one model per worker process
+    (one SDK process per GPU worker: see the README's Dataflow section). With it, Beam loads
+    each handler's model in its own processes, `model_copies` of them per handler.
+    """
+    if options.jax_memory_fraction is not None:
+        return options.jax_memory_fraction
+    processes = (options.model_copies or 1) * (2 if options.large_model else 1)
+    return round(0.8 / processes, 3)
+
+
 def handlers_from_options(options: TriageOptions) -> tuple[ModelHandler, ModelHandler]:
     """The triage and apology handlers: one preset, two token budgets."""
     from handlers.gemma import GemmaModelHandler
@@ -180,6 +194,7 @@ def handlers_from_options(options: TriageOptions) -> tuple[ModelHandler, ModelHa
         shared["batch_bucket_boundaries"] = [3 * b for b in length_buckets[:-1]]
     if options.model_copies is not None:
         shared["model_copies"] = options.model_copies
+    shared["env_vars"] = {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{jax_memory_fraction(options):.3f}"}
     # Budgets sized from the replies the prompts ask for, unless set on the command line.
     triage_budget = options.max_new_tokens or max(
         load_template("triage", options.triage_prompt_version).max_reply_tokens,
