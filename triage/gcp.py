@@ -77,6 +77,9 @@ class Infrastructure:
     replays_table: str
     reviews_table: str
     approved_topic: str
+    # Drafts the review app could not handle after many deliveries, kept for an operator.
+    dead_drafts_topic: str
+    dead_drafts_subscription: str
 
     @classmethod
     def named(cls, project: str, dataset: str = "triage", prefix: str = "") -> Infrastructure:
@@ -91,6 +94,8 @@ class Infrastructure:
             replays_table=f"{project}.{dataset}.{prefix.replace('-', '_')}replays",
             reviews_table=f"{project}.{dataset}.{prefix.replace('-', '_')}reviews",
             approved_topic=f"projects/{project}/topics/{prefix}approved",
+            dead_drafts_topic=f"projects/{project}/topics/{prefix}drafts-dead",
+            dead_drafts_subscription=f"projects/{project}/subscriptions/{prefix}drafts-dead",
         )
 
 
@@ -104,20 +109,61 @@ def _ensure_topic(publisher: Any, topic: str) -> None:
         pass
 
 
-def ensure_subscription(subscriber: Any, subscription: str, topic: str) -> None:
+# Unacknowledged messages survive a week-long outage or a drained job; acknowledged input can
+# be replayed with `gcloud pubsub subscriptions seek --time=...` for as long.
+RETENTION_SECONDS = 7 * 24 * 3600
+# Most redeliveries before the review subscription gives a message up to its dead-letter
+# topic (Pub/Sub's maximum): a draft waiting through many app restarts is not given up.
+MAX_DELIVERY_ATTEMPTS = 100
+
+
+def ensure_subscription(
+    subscriber: Any,
+    subscription: str,
+    topic: str,
+    *,
+    dead_letter_topic: str | None = None,
+    retain_acked: bool = False,
+    ack_deadline_seconds: int = 60,
+) -> None:
+    """Create a subscription for a long-lived service: it never expires (the default deletes
+    a subscription idle for 31 days), keeps messages for a week, and optionally hands
+    undeliverable ones to a dead-letter topic."""
     from google.api_core.exceptions import AlreadyExists
 
+    request: dict[str, Any] = {
+        "name": subscription,
+        "topic": topic,
+        "ack_deadline_seconds": ack_deadline_seconds,
+        "message_retention_duration": {"seconds": RETENTION_SECONDS},
+        "retain_acked_messages": retain_acked,
+        "expiration_policy": {},  # set, without a ttl: never expires
+    }
+    if dead_letter_topic:
+        request["dead_letter_policy"] = {
+            "dead_letter_topic": dead_letter_topic,
+            "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
+        }
     try:
-        subscriber.create_subscription(
-            request={"name": subscription, "topic": topic, "ack_deadline_seconds": 60}
-        )
+        subscriber.create_subscription(request=request)
         LOG.info("created subscription %s", subscription)
     except AlreadyExists:
         pass
 
 
+# Each table is partitioned by day on its own event time: queries by time (dashboards,
+# `triage dead-letters --since`, replay windows) read only the days they need.
+PARTITION_FIELDS = {
+    "TriageResult": "created_at",
+    "DeadLetter": "failed_at",
+    "Replay": "replayed_at",
+    "Review": "decided_at",
+}
+
+
 def ensure_table(client: Any, table: str, record_type: type) -> None:
-    """Create the dataset and table if missing, with the schema derived from `record_type`."""
+    """Create the dataset and table if missing, with the schema derived from `record_type`,
+    partitioned by day on the record's time field."""
     from google.cloud import bigquery
 
     from triage.records import table_schema
@@ -128,9 +174,13 @@ def ensure_table(client: Any, table: str, record_type: type) -> None:
         bigquery.SchemaField(f["name"], f["type"], mode=f["mode"])
         for f in table_schema(record_type)
     ]
-    client.create_table(
-        bigquery.Table(f"{project}.{dataset}.{name}", schema=schema), exists_ok=True
-    )
+    definition = bigquery.Table(f"{project}.{dataset}.{name}", schema=schema)
+    partition = PARTITION_FIELDS.get(record_type.__name__)
+    if partition:
+        definition.time_partitioning = bigquery.TimePartitioning(
+            type_=bigquery.TimePartitioningType.DAY, field=partition
+        )
+    client.create_table(definition, exists_ok=True)
 
 
 def ensure_infrastructure(infra: Infrastructure) -> None:
@@ -139,10 +189,26 @@ def ensure_infrastructure(infra: Infrastructure) -> None:
 
     publisher, subscriber = publisher_client(), subscriber_client()
     try:
-        for topic in (infra.input_topic, infra.drafts_topic, infra.approved_topic):
+        for topic in (
+            infra.input_topic,
+            infra.drafts_topic,
+            infra.approved_topic,
+            infra.dead_drafts_topic,
+        ):
             _ensure_topic(publisher, topic)
-        ensure_subscription(subscriber, infra.input_subscription, infra.input_topic)
-        ensure_subscription(subscriber, infra.review_subscription, infra.drafts_topic)
+        # Dataflow acknowledges what it has durably read, so a dead-letter policy would never
+        # fire on the input; bad chats become BigQuery dead letters in the pipeline instead.
+        ensure_subscription(
+            subscriber, infra.input_subscription, infra.input_topic, retain_acked=True
+        )
+        ensure_subscription(
+            subscriber,
+            infra.review_subscription,
+            infra.drafts_topic,
+            dead_letter_topic=infra.dead_drafts_topic,
+            ack_deadline_seconds=600,
+        )
+        ensure_subscription(subscriber, infra.dead_drafts_subscription, infra.dead_drafts_topic)
     finally:
         subscriber.close()
     for table, record_type in (
