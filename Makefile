@@ -13,7 +13,8 @@ DEMO_TRAIN_SEED := 1
 DEMO_EVAL_N := 300
 DEMO_EVAL_SEED := 2
 
-.PHONY: setup test lint format demo demo-review demo-files demo-model eval bench browser clean
+.PHONY: setup test lint format demo demo-review demo-files demo-model eval bench browser clean \
+	image template dataflow dataflow-job dataflow-args
 
 setup: $(BIN)/.installed $(TINY_PRESET)/config.json browser
 
@@ -86,3 +87,87 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) $(TINY_PRESET) models/demo-base data out .pytest_cache .ruff_cache
+
+# --- Run on Dataflow (README: "Run on Dataflow"). Every knob is a variable: make dataflow PROJECT=p
+PROJECT ?=
+REGION ?= us-central1
+REPOSITORY ?= chat-triage
+TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/chat-triage:$(TAG)
+BUCKET ?= $(PROJECT)-chat-triage
+TEMPLATE ?= gs://$(BUCKET)/templates/chat-triage.json
+# A preset directory copied into the image at /opt/model; MODEL_PRESET picks what the job loads
+# (/opt/model, a gs:// directory, or a Kaggle handle such as
+# kaggle://google/gemma-2/keras/gemma2_instruct_2b_en).
+BAKE_MODEL ?= models/demo-gemma2
+MODEL_PRESET ?= /opt/model
+DATASET ?= triage
+PREFIX ?=
+JOB ?= chat-triage
+MACHINE_TYPE ?= g2-standard-8
+GPU_TYPE ?= nvidia-l4
+GPU_COUNT ?= 1
+MAX_WORKERS ?= 4
+DTYPE ?= bfloat16
+MAX_BATCH_SIZE ?= 32
+BATCH_WAIT_SECS ?= 2
+# One SDK process per worker VM (see --additional-experiments below) holds one model shared by
+# the triage and apology stages; JAX may take this share of the GPU (its default is 0.75).
+JAX_MEMORY_FRACTION ?= 0.8
+SERVICE_ACCOUNT ?=
+# UPDATE=1 replaces the running job $(JOB) in place (same transform names); see the README.
+UPDATE ?=
+TRANSFORM_NAME_MAPPINGS ?=
+TABLE_PREFIX = $(subst -,_,$(PREFIX))
+DATAFLOW_PARAMS = \
+	input_subscription=projects/$(PROJECT)/subscriptions/$(PREFIX)chats-triage \
+	summaries_table=$(PROJECT).$(DATASET).$(TABLE_PREFIX)summaries \
+	dead_letter_table=$(PROJECT).$(DATASET).$(TABLE_PREFIX)dead_letters \
+	drafts_topic=projects/$(PROJECT)/topics/$(PREFIX)drafts \
+	model_preset=$(MODEL_PRESET) \
+	dtype=$(DTYPE) \
+	max_batch_size=$(MAX_BATCH_SIZE) \
+	max_batch_duration_secs=$(BATCH_WAIT_SECS) \
+	jax_memory_fraction=$(JAX_MEMORY_FRACTION) \
+	sdk_container_image=$(IMAGE) \
+	dataflow_service_options=worker_accelerator=type:$(GPU_TYPE);count:$(GPU_COUNT);install-nvidia-driver
+EMPTY :=
+SPACE := $(EMPTY) $(EMPTY)
+
+_need_project:
+	@test -n "$(PROJECT)" || { echo "set PROJECT=your-gcp-project"; exit 2; }
+
+# The worker and launcher image, pushed to Artifact Registry.
+image: _need_project
+	docker build --build-arg BAKE_MODEL=$(BAKE_MODEL) -t $(IMAGE) .
+	docker push $(IMAGE)
+
+# The flex template spec (image + dataflow/metadata.json) in Cloud Storage.
+template: _need_project
+	gcloud dataflow flex-template build $(TEMPLATE) --project=$(PROJECT) \
+		--image=$(IMAGE) --sdk-language=PYTHON --metadata-file=dataflow/metadata.json
+
+# Launch (or, with UPDATE=1, update in place) the streaming job on GPU workers.
+dataflow: _need_project
+	gcloud dataflow flex-template run $(JOB) --project=$(PROJECT) --region=$(REGION) \
+		--template-file-gcs-location=$(TEMPLATE) \
+		--staging-location=gs://$(BUCKET)/staging --temp-location=gs://$(BUCKET)/tmp \
+		--worker-machine-type=$(MACHINE_TYPE) --max-workers=$(MAX_WORKERS) \
+		--enable-streaming-engine \
+		--additional-experiments=no_use_multiple_sdk_containers \
+		$(if $(SERVICE_ACCOUNT),--service-account-email=$(SERVICE_ACCOUNT)) \
+		$(if $(UPDATE),--update) \
+		$(if $(TRANSFORM_NAME_MAPPINGS),--transform-name-mappings=$(TRANSFORM_NAME_MAPPINGS)) \
+		'--parameters=^~^$(subst $(SPACE),~,$(strip $(DATAFLOW_PARAMS)))'
+
+# The pipeline options the job gets, one per line (what `make dataflow-job` checks offline).
+dataflow-args:
+	@printf '%s\n' $(foreach p,$(DATAFLOW_PARAMS),'--$(p)') \
+		'--project=$(PROJECT)' '--region=$(REGION)' '--temp_location=gs://$(BUCKET)/tmp' \
+		'--job_name=$(JOB)' '--machine_type=$(MACHINE_TYPE)' '--enable_streaming_engine' \
+		'--experiments=no_use_multiple_sdk_containers'
+
+# The job description Dataflow would get, built offline (no credentials, nothing submitted).
+dataflow-job: setup _need_project
+	mkdir -p out
+	$(BIN)/triage dataflow-job --out out/dataflow-job.json $$($(MAKE) -s dataflow-args)
