@@ -39,7 +39,8 @@ COPY review review
 RUN pip install --no-deps . && python -c "import triage.pipeline, handlers.gemma"
 
 # Optionally a model preset baked in (a directory in the build context): --model_preset=/opt/model.
-# The default bakes the small demo model; a Kaggle or gs:// preset is loaded at load_model instead.
+# The default bakes the small demo model; BAKE_MODEL=dataflow/no-model bakes none, for jobs that
+# load a gs:// preset at load_model instead.
 ARG BAKE_MODEL=models/demo-gemma2
 COPY ${BAKE_MODEL} /opt/model
 

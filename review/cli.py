@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 __all__ = ["main_export_approved", "main_review", "main_review_user", "start_server"]
 
 LOG = logging.getLogger(__name__)
+
+DASHBOARD_TTL_S = 30.0
 
 
 def _targets_args(parser: argparse.ArgumentParser) -> None:
@@ -64,16 +67,27 @@ def build_app(args: argparse.Namespace, reviewers: Any) -> tuple[Any, Any]:
     queue = ReviewQueue(targets, store)
     client = bigquery_client(split_table(targets.reviews_table)[0])
 
+    cache: dict[str, Any] = {"at": 0.0, "rows": None}
+
     def dashboard() -> Dashboard:
+        """Decisions are re-read at most every DASHBOARD_TTL_S: a BigQuery query per page
+        view would make the queue slow and cost money; the waiting count is always live."""
         now = datetime.now(UTC)
-        try:
-            rows = fetch_decisions(client, targets.reviews_table, now)
-        except Exception as err:  # noqa: BLE001 - the queue must stay usable without BigQuery
-            LOG.warning("dashboard query failed: %s", err)
-            board = Dashboard(waiting=store.count_waiting())
-            board.error = "the reviews table cannot be read right now"
-            return board
-        return summarize(rows, store.count_waiting(), now)
+        if cache["rows"] is None or time.monotonic() - cache["at"] > DASHBOARD_TTL_S:
+            try:
+                cache["rows"] = fetch_decisions(client, targets.reviews_table, now)
+                cache["at"] = time.monotonic()
+            except Exception as err:  # noqa: BLE001 - the queue must stay usable without BigQuery
+                LOG.warning("dashboard query failed: %s", err)
+                board = Dashboard(waiting=store.count_waiting())
+                board.error = "the reviews table cannot be read right now"
+                return board
+        return summarize(cache["rows"], store.count_waiting(), now)
+
+    def invalidate(_: Any = None) -> None:
+        cache["rows"] = None
+
+    queue.on_decision = invalidate  # an agent sees their own decision counted at once
 
     secret = os.environ.get("TRIAGE_REVIEW_SECRET")
     app = create_app(

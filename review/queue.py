@@ -79,6 +79,8 @@ class ReviewQueue:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._decide_lock = threading.Lock()
+        # Called with each stored Review (the app refreshes its dashboard numbers).
+        self.on_decision: Callable[[Review], None] | None = None
 
     # --- Pub/Sub side -------------------------------------------------------------------
 
@@ -240,6 +242,8 @@ class ReviewQueue:
             ack_id = self.store.mark_decided(draft_id, now)
             if ack_id:
                 self._ack([ack_id])
+            if self.on_decision:
+                self.on_decision(review)
             return review
 
 

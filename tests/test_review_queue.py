@@ -227,3 +227,12 @@ def _minimal_review() -> dict:
         "decided_at": T0.isoformat(),
         "seconds_to_decision": 1.0,
     }
+
+
+def test_decision_hook_runs_after_the_ack(parts):
+    seen = []
+    parts.queue.on_decision = lambda review: seen.append((review.draft_id, list(parts.sub.log)))
+    parts.sub.deliver(draft("1"), "a1")
+    parts.queue.pull_once()
+    parts.queue.decide("1/draft", "a", "approved", final_text="ok")
+    assert seen == [("1/draft", ["write", "publish", "ack"])]
