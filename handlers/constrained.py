@@ -45,9 +45,8 @@ class AutomatonArrays(NamedTuple):
 
 
 def _sampler_class() -> type:
-    """Defined on first use: subclassing keras-hub's Sampler needs keras imported, and keras
-    must be imported only after the handler has chosen its backend."""
-    import keras
+    """Defined on first use: subclassing keras-hub's Sampler imports keras, which must happen
+    only after the handler has chosen its backend."""
     from keras import ops
     from keras_hub.samplers import Sampler
     from keras_hub.src.utils.tensor_utils import any_equal
@@ -146,7 +145,6 @@ def _sampler_class() -> type:
             )
             return prompt
 
-    del keras  # imported for its side effect of fixing the backend before keras_hub
     return ConstrainedSampler
 
 

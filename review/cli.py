@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main_export_approved", "main_review", "main_review_user", "start_server"]
+__all__ = [
+    "build_app",
+    "main_export_approved",
+    "main_review",
+    "main_review_user",
+    "serve",
+    "start_server",
+]
 
 LOG = logging.getLogger(__name__)
 
@@ -52,6 +59,20 @@ def start_server(app: Any, host: str, port: int) -> tuple[Any, threading.Thread]
     thread = threading.Thread(target=server.run, name="review-http", daemon=True)
     thread.start()
     return server, thread
+
+
+def serve(queue: Any, app: Any, host: str, port: int, announce: Any) -> None:
+    """Pull drafts and serve the app until Ctrl-C; `announce(url)` says where, once listening."""
+    queue.start()
+    server, thread = start_server(app, host, port)
+    announce(f"http://{host}:{server.effective_port}/")
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        queue.stop()
 
 
 def build_app(args: argparse.Namespace, reviewers: Any) -> tuple[Any, Any]:
@@ -138,21 +159,17 @@ def main_review(argv: Sequence[str] | None = None) -> int:
     else:
         parser.error(f"refusing to serve on {args.host} without --users (reviewer credentials)")
     queue, app = build_app(args, reviewers)
-    queue.start()
-    server, thread = start_server(app, args.host, args.port)
-    print(
-        f"review: queue at http://{args.host}:{server.effective_port}/ "
-        f"(drafts from {queue.targets.subscription})",
-        file=sys.stderr,
-        flush=True,
+    serve(
+        queue,
+        app,
+        args.host,
+        args.port,
+        lambda url: print(
+            f"review: queue at {url} (drafts from {queue.targets.subscription})",
+            file=sys.stderr,
+            flush=True,
+        ),
     )
-    try:
-        thread.join()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
-        queue.stop()
     return 0
 
 

@@ -46,3 +46,22 @@ def emulators():
 @pytest.fixture
 def emulators_env(emulators):
     return emulators
+
+
+@pytest.fixture
+def bq_direct(emulators):
+    """A BigQuery client that talks to the emulator itself, whatever the code under test is
+    pointed at (the fault tests put a proxy in between)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    from triage.demo import PROJECT
+
+    _, emulator = emulators
+    client = bigquery.Client(
+        project=PROJECT,
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": emulator.endpoint},
+    )
+    yield client
+    client.close()

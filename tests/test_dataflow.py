@@ -24,17 +24,16 @@ GPU = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
 STAGES = ["Read", "Triage", "Write"]
 
 
+def make(*args: str) -> str:
+    """What `make ARGS` prints (commands are only printed with -n)."""
+    return subprocess.run(
+        ["make", *args], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+
 def make_args(*overrides: str) -> list[str]:
     """The pipeline options `make dataflow` passes, as the Makefile prints them."""
-    out = subprocess.run(
-        ["make", "-s", "dataflow-args", f"PROJECT={PROJECT}", "TAG=v42", *overrides],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return out.stdout.split()
+    return make("-s", "dataflow-args", f"PROJECT={PROJECT}", "TAG=v42", *overrides).split()
 
 
 @pytest.fixture(scope="module")
@@ -93,30 +92,16 @@ def test_transform_names_are_stable_across_prompt_and_model_changes(job):
         for line in (REPO / "dataflow" / "transform_names.txt").read_text("utf-8").splitlines()
         if line and not line.startswith("#")
     ]
-    assert job.transforms == committed, "transform names changed: see dataflow/README"
+    assert job.transforms == committed, "transform names changed: see dataflow/transform_names.txt"
 
 
 def test_makefile_launch_command_carries_the_gpu_and_update_flags():
-    dry = subprocess.run(
-        ["make", "-n", "dataflow", f"PROJECT={PROJECT}", "TAG=v42", "UPDATE=1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    dry = make("-n", "dataflow", f"PROJECT={PROJECT}", "TAG=v42", "UPDATE=1")
     assert "gcloud dataflow flex-template run chat-triage" in dry
     assert "--update" in dry and "--enable-streaming-engine" in dry
     assert f"sdk_container_image={IMAGE}" in dry and GPU in dry
     assert "--worker-machine-type=g2-standard-8" in dry
-    without = subprocess.run(
-        ["make", "-n", "dataflow", f"PROJECT={PROJECT}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    without = make("-n", "dataflow", f"PROJECT={PROJECT}")
     assert "--update" not in without
 
 

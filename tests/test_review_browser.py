@@ -45,21 +45,6 @@ def _draft(chat_id: str, chat: str, text: str, minutes_ago: int) -> Draft:
 
 
 @pytest.fixture
-def bq_client(emulators):
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
-
-    _, emulator = emulators
-    client = bigquery.Client(
-        project=PROJECT,
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": emulator.endpoint},
-    )
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def browser(tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
@@ -151,7 +136,7 @@ def _pull(subscriber, subscription: str, wait: float = 8.0) -> list:
     return got
 
 
-def test_agent_reviews_drafts_in_a_browser(browser, review_app, bq_client, tmp_path):
+def test_agent_reviews_drafts_in_a_browser(browser, review_app, bq_direct, tmp_path):
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
 
@@ -213,7 +198,7 @@ def test_agent_reviews_drafts_in_a_browser(browser, review_app, bq_client, tmp_p
     table = review_app["infra"].reviews_table
     rows = {
         r["chat_id"]: dict(r)
-        for r in bq_client.query(f"SELECT * FROM `{table}`").result(timeout=30)
+        for r in bq_direct.query(f"SELECT * FROM `{table}`").result(timeout=30)
     }
     assert set(rows) == {"c1", "c2"}
     assert rows["c1"]["decision"] == "approved" and rows["c1"]["edited"] is True

@@ -14,8 +14,6 @@ import time
 import uuid
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import bigquery
 
 from tests.fakes import ScriptedApologyHandler, ScriptedTriageHandler
 from tests.tcp_proxy import TcpProxy
@@ -49,19 +47,6 @@ def fresh_infra(prefix: str) -> tuple[Infrastructure, str]:
 def infra(services):
     """Fresh resources per test, plus an audit subscription on the drafts topic."""
     return fresh_infra(f"t{uuid.uuid4().hex[:8]}-")
-
-
-@pytest.fixture
-def bq_direct(services):
-    """A client that talks to the emulator itself, whatever the pipeline is pointed at."""
-    _, emulator = services
-    client = bigquery.Client(
-        project=PROJECT,
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": emulator.endpoint},
-    )
-    yield client
-    client.close()
 
 
 def msg(chat_id: str, text: str, user_id: str = "u1") -> bytes:

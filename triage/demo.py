@@ -313,7 +313,7 @@ def _serve_review(infra: Any, port: int) -> None:
     from types import SimpleNamespace
 
     from review.auth import Reviewers
-    from review.cli import build_app, start_server
+    from review.cli import build_app, serve
 
     reviewers, name, password = Reviewers.one_time()
     options = SimpleNamespace(
@@ -327,19 +327,16 @@ def _serve_review(infra: Any, port: int) -> None:
         secure_cookies=False,
     )
     queue, app = build_app(options, reviewers)
-    queue.start()
-    server, thread = start_server(app, "127.0.0.1", port)
-    _say(
-        f"\ndemo: review queue at http://127.0.0.1:{server.effective_port}/ "
-        f"(sign in as {name!r}, one-time password {password}); Ctrl-C stops"
+    serve(
+        queue,
+        app,
+        "127.0.0.1",
+        port,
+        lambda url: _say(
+            f"\ndemo: review queue at {url} "
+            f"(sign in as {name!r}, one-time password {password}); Ctrl-C stops"
+        ),
     )
-    try:
-        thread.join()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
-        queue.stop()
 
 
 def _keep_running(pubsub: Any, bigquery: Any, infra: Any) -> None:
