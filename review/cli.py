@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "ReviewServer",
     "build_app",
     "main_export_approved",
     "main_review",
     "main_review_user",
     "serve",
-    "start_server",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -50,28 +50,52 @@ def _targets(args: argparse.Namespace) -> Any:
     )
 
 
-def start_server(app: Any, host: str, port: int) -> tuple[Any, threading.Thread]:
-    """Serve `app` with waitress on a background thread: (server, thread). Port 0 picks one;
-    `server.effective_port` tells which. Stop with `server.close()`."""
-    from waitress import create_server
+class ReviewServer:
+    """waitress serving the app on a background thread. Port 0 picks a free port."""
 
-    server = create_server(app, host=host, port=port, threads=8, ident="chat-triage-review")
-    thread = threading.Thread(target=server.run, name="review-http", daemon=True)
-    thread.start()
-    return server, thread
+    def __init__(self, app: Any, host: str, port: int):
+        from waitress import create_server
+
+        self._server = create_server(
+            app, host=host, port=port, threads=8, ident="chat-triage-review"
+        )
+        self.url = f"http://{host}:{self._server.effective_port}/"
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="review-http", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._server.run()
+        except OSError:
+            # close() from another thread pulls the socket out from under select(): expected
+            # when stopping, a real failure otherwise.
+            if not self._stopping.is_set():
+                raise
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        # Let in-flight requests finish first: closing the server alone leaves worker threads
+        # writing to its closed wake-up pipe.
+        self._server.task_dispatcher.shutdown()
+        self._server.close()
+        self._thread.join(timeout=10)
 
 
 def serve(queue: Any, app: Any, host: str, port: int, announce: Any) -> None:
     """Pull drafts and serve the app until Ctrl-C; `announce(url)` says where, once listening."""
     queue.start()
-    server, thread = start_server(app, host, port)
-    announce(f"http://{host}:{server.effective_port}/")
+    server = ReviewServer(app, host, port)
+    announce(server.url)
     try:
-        thread.join()
+        server.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        server.close()
+        server.stop()
         queue.stop()
 
 

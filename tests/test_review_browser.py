@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from review.auth import Reviewers, hash_password
-from review.cli import build_app, export_rows, start_server
+from review.cli import ReviewServer, build_app, export_rows
 from triage.demo import PROJECT
 from triage.gcp import Infrastructure, ensure_infrastructure, ensure_subscription
 from triage.pubsub_sink import draft_attributes
@@ -105,15 +105,15 @@ def review_app(emulators, tmp_path):
     while queue.store.count_waiting() < len(drafts) and time.monotonic() < deadline:
         queue.pull_once(timeout=5)
     assert queue.store.count_waiting() == len(drafts)
-    server, _ = start_server(app, "127.0.0.1", 0)
+    server = ReviewServer(app, "127.0.0.1", 0)
     yield {
-        "url": f"http://127.0.0.1:{server.effective_port}",
+        "url": server.url.rstrip("/"),
         "infra": infra,
         "queue": queue,
         "subscriber": subscriber,
         "approved_audit": approved_audit,
     }
-    server.close()
+    server.stop()
     subscriber.close()
 
 
