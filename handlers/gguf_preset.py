@@ -163,7 +163,9 @@ def _backbone_config(reader: Any, vocab_size: int, names: set[str]) -> dict[str,
         "sliding_window_size": int(window or 4096),
         "local_rope_scaling_factor": 1.0,
         "global_rope_scaling_factor": float(_field(reader, "gemma3.rope.scaling.factor", 1.0)),
-        "layer_norm_epsilon": float(_field(reader, "gemma3.attention.layer_norm_rms_epsilon", 1e-6)),
+        "layer_norm_epsilon": float(
+            _field(reader, "gemma3.attention.layer_norm_rms_epsilon", 1e-6)
+        ),
     }
 
 

@@ -159,9 +159,23 @@ def test_index_is_cached_on_disk(tokenizer, stop_ids, tmp_path, monkeypatch):
 
 
 def test_table_is_small(automaton, tokenizer):
-    assert automaton.next_state.dtype == np.int16
+    assert automaton.class_next.dtype == np.int16
     assert automaton.num_states < 100
-    assert automaton.nbytes < 100 * tokenizer.vocabulary_size() * 2 + 64_000
+    # Token classes, not a dense [states, vocabulary] table: well under one int16 per state
+    # and token.
+    assert automaton.class_next.shape[1] < tokenizer.vocabulary_size() // 4
+    assert automaton.nbytes < automaton.num_states * tokenizer.vocabulary_size() * 2 // 4
+
+
+def test_token_classes_preserve_every_transition(tokenizer, stop_ids):
+    """The class table is a lossless compression of the dense table outlines-core indexes."""
+    from handlers.token_automaton import dense_table, regex_for_schema
+
+    regex, vocabulary = regex_for_schema(REPLY_SCHEMA), token_bytes(tokenizer)
+    automaton = TokenAutomaton.build(regex, vocabulary, stop_ids)
+    table, accepting, initial = dense_table(regex, vocabulary, stop_ids)
+    assert np.array_equal(automaton.next_state, table)
+    assert np.array_equal(automaton.accepting, accepting) and automaton.initial == initial
 
 
 # --- the sampler inside the real model's jitted loop ----------------------------------------
@@ -224,7 +238,8 @@ def test_handler_rejects_an_automaton_for_another_vocabulary(tiny_preset, automa
 
     model = _handler(tiny_preset, False).load_model()
     narrow = TokenAutomaton(
-        next_state=automaton.next_state[:, :10],
+        class_next=automaton.class_next,
+        token_class=automaton.token_class[:10],
         min_tokens=automaton.min_tokens,
         min_chars=automaton.min_chars,
         token_chars=automaton.token_chars[:10],

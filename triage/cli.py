@@ -129,6 +129,7 @@ _DELEGATED = {
     "review-user": ("review.cli", "main_review_user"),
     "export-approved": ("review.cli", "main_export_approved"),
     "dataflow-job": ("triage.dataflow_job", "main"),
+    "import-gguf": ("handlers.gguf_preset", "main"),
 }
 
 _STREAMING_FLAGS = ("input_subscription", "summaries_table", "dead_letter_table", "drafts_topic")
@@ -242,6 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dataflow-job",
         add_help=False,
         help="the Dataflow job description for given options, built offline, not submitted",
+    )
+    sub.add_parser(
+        "import-gguf",
+        add_help=False,
+        help="convert a Gemma 3 GGUF file into a keras-hub preset directory",
     )
     sub.add_parser(
         "export-approved",
