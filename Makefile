@@ -11,6 +11,9 @@ DEMO_MODEL := models/demo-gemma2
 # converted to a keras-hub preset by `triage import-gguf` (git-ignored, about 1 GB in float32).
 GEMMA3_GGUF := models/gemma-3-270m-q4_k_m.gguf
 GEMMA3_PRESET := models/gemma3-270m
+# The preset `make demo`, `make demo-review`, `make eval` and `make bench` run:
+# MODEL=models/gemma3-270m for the real weights.
+MODEL ?= $(DEMO_MODEL)
 # Recipe of the demo model (make demo-model): data, size, training.
 DEMO_TRAIN_N := 2400
 DEMO_TRAIN_SEED := 1
@@ -60,12 +63,12 @@ test: setup lint
 
 # The streaming service on local Pub/Sub and BigQuery emulators, then a report.
 demo: setup $(DEMO_MODEL)/config.json
-	$(BIN)/python -m triage.demo --chats examples/chats.jsonl --model_preset=$(DEMO_MODEL) \
+	$(BIN)/python -m triage.demo --chats examples/chats.jsonl --model_preset=$(MODEL) \
 		--no_warm_up
 
 # The demo, then the review queue on its drafts in a browser (until Ctrl-C).
 demo-review: setup $(DEMO_MODEL)/config.json
-	$(BIN)/python -m triage.demo --chats examples/chats.jsonl --model_preset=$(DEMO_MODEL) \
+	$(BIN)/python -m triage.demo --chats examples/chats.jsonl --model_preset=$(MODEL) \
 		--no_warm_up --review
 
 # Train the demo model from scratch on synthetic chats (about 8 minutes on 2 CPU cores).
@@ -86,15 +89,15 @@ $(DEMO_MODEL)/config.json: | $(BIN)/.installed
 eval: setup $(DEMO_MODEL)/config.json
 	mkdir -p data
 	$(BIN)/python -m triage.synthetic --n $(DEMO_EVAL_N) --seed $(DEMO_EVAL_SEED) --out data/heldout.jsonl
-	$(BIN)/triage eval --model_preset $(DEMO_MODEL) --examples data/heldout.jsonl
+	$(BIN)/triage eval --model_preset $(MODEL) --examples data/heldout.jsonl
 
 # The same chats in file mode (no emulators): out/file-demo/*.jsonl and a report.
 demo-files: setup
 	$(BIN)/triage run --input examples/chats.jsonl --output-dir out/file-demo
 	$(BIN)/python -m triage.report out/file-demo
 
-# reference vs naive vs ours on the same model and stream; MODEL=<preset> for another model.
-MODEL ?= $(DEMO_MODEL)
+# reference vs naive vs ours vs constrained on the same model and stream, results in
+# bench/results/<preset>.json; MODEL=models/gemma3-270m for the real model (24 chats, ~20 min).
 bench: setup
 	$(BIN)/python -m bench.run --model $(MODEL)
 

@@ -13,7 +13,7 @@ Every variant also reports the share of its replies that `triage.parse` accepts.
 The stream: 512 synthetic chats whose lengths follow a seeded long-tailed distribution, in
 batches of seeded random sizes between 1 and the maximum, as RunInference hands them over. Each
 variant runs in its own process so its peak memory is its own. Writes
-`bench/results/latest.json` and prints a table.
+`bench/results/<preset>.json` and prints a table.
 
 Usage::
 
@@ -42,8 +42,11 @@ REFERENCE_MAX_LENGTH = 512  # the published handler's max_length
 BANDWIDTH_GBPS = {"H100": 3350.0, "H200": 4800.0, "A100": 2039.0, "L4": 300.0, "T4": 320.0}
 
 
-def make_stream(n: int, max_batch: int, seed: int) -> tuple[list[dict[str, Any]], list[int]]:
-    """Chats with long-tailed lengths (extra turns, lognormal), and the batch sizes."""
+def make_stream(
+    n: int, max_batch: int, seed: int, fixed_batches: bool = False
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """Chats with long-tailed lengths (extra turns, lognormal), and the batch sizes (all
+    `max_batch` with `fixed_batches`, for the rows sweep)."""
     from triage.synthetic import generate
 
     rng = random.Random(seed)
@@ -56,7 +59,7 @@ def make_stream(n: int, max_batch: int, seed: int) -> tuple[list[dict[str, Any]]
         chat["chat_message"] = "\n".join(turns)
     sizes, left = [], n
     while left:
-        size = min(rng.randint(1, max_batch), left)
+        size = min(max_batch if fixed_batches else rng.randint(1, max_batch), left)
         sizes.append(size)
         left -= size
     return chats, sizes
@@ -71,6 +74,13 @@ def _prompts(chats: list[dict[str, Any]], preset: str, max_prompt_tokens: int) -
     return [template.render(c["chat_message"], budget, user_id=c["user_id"]).text for c in chats]
 
 
+def default_chats(preset: str) -> int:
+    """512 chats for the small demo presets; a real model's reference run decodes 512 tokens
+    per chat at a few tokens per second on a CPU, so 10 keep `make bench` under 20 minutes."""
+    weights = Path(preset) / "model.weights.h5"
+    return 10 if weights.exists() and weights.stat().st_size > 100e6 else 512
+
+
 def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     """One variant over the whole stream, in this process."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -82,7 +92,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     from triage.pipeline import length_buckets_for
     from triage.prompts import load_template
 
-    chats, sizes = make_stream(args.chats, args.max_batch, args.seed)
+    chats, sizes = make_stream(args.chats, args.max_batch, args.seed, args.fixed_batches)
     prompts = _prompts(chats, args.model, args.max_prompt_tokens)
     budget = load_template("triage").max_reply_tokens
     buckets = (
@@ -94,6 +104,8 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         args.model,
         max_new_tokens=budget,
         max_batch_size=args.max_batch,
+        # The rows sweep runs batches of exactly max_batch rows: compile that size alone.
+        batch_buckets=(args.max_batch,) if args.fixed_batches else None,
         length_buckets=buckets,
         max_batch_tokens=args.max_batch_tokens,
         warm_up=False,
@@ -194,7 +206,9 @@ def _device() -> tuple[str, float | None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="models/demo-gemma2")
-    parser.add_argument("--chats", type=int, default=512)
+    parser.add_argument(
+        "--chats", type=int, default=None, help="default: 512, or 10 for presets over 100 MB"
+    )
     parser.add_argument("--max_batch", type=int, default=8)
     parser.add_argument("--max_prompt_tokens", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=11)
@@ -202,24 +216,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length_buckets", default=None, help="e.g. 320,384,448,512,1024")
     parser.add_argument("--max_batch_tokens", type=int, default=None)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--out", default="bench/results/latest.json")
+    parser.add_argument("--out", default=None, help="default: bench/results/<preset>.json")
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # internal: run one, print JSON
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument(
+        "--sweep_rows",
+        default=None,
+        help="e.g. 1,2,4,8: run one variant with exactly that many rows per call instead",
+    )
+    parser.add_argument("--sweep_variant", default="constrained", choices=VARIANTS)
+    parser.add_argument("--fixed_batches", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.variant:
         print(json.dumps(run_variant(args)))
         return 0
 
-    results: dict[str, Any] = {}
-    for variant in args.variants.split(","):
-        print(f"bench: {variant} on {args.model} ({args.chats} chats) ...", file=sys.stderr)
-        cmd = [sys.executable, "-m", "bench.run", "--variant", variant, *(argv or sys.argv[1:])]
+    if args.chats is None:
+        args.chats = default_chats(args.model)
+    if args.out is None:
+        args.out = f"bench/results/{Path(args.model).name}.json"
+    passed = [*(argv if argv is not None else sys.argv[1:]), "--chats", str(args.chats)]
+
+    def child(variant: str, *extra: str) -> dict[str, Any] | None:
+        cmd = [sys.executable, "-m", "bench.run", "--variant", variant, *passed, *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
-            return 1
-        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+            return None
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    results: dict[str, Any] = {}
+    sweep: dict[str, Any] = {}
+    if args.sweep_rows:
+        # The same chats in batches of exactly r rows each, no token cap: how batching pays.
+        for rows in args.sweep_rows.split(","):
+            print(f"bench: {args.sweep_variant}, {rows} rows per call ...", file=sys.stderr)
+            result = child(
+                args.sweep_variant,
+                *("--max_batch", rows, "--fixed_batches", "--max_batch_tokens", str(10**9)),
+            )
+            if result is None:
+                return 1
+            sweep[rows] = result
+    else:
+        for variant in args.variants.split(","):
+            print(f"bench: {variant} on {args.model} ({args.chats} chats) ...", file=sys.stderr)
+            result = child(variant)
+            if result is None:
+                return 1
+            results[variant] = result
 
     device, bandwidth = _device()
     report: dict[str, Any] = {
@@ -231,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "variants": results,
     }
+    if sweep:
+        report["rows_sweep"] = {"variant": args.sweep_variant, "rows": sweep}
     if bandwidth:  # tokens/s against the memory-bandwidth bound (weights read once per step)
         for result in results.values():
             avg_batch = args.chats / result["batches"]
@@ -252,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'variant':12s}" + "".join(f"{c:>14s}" for c in columns))
     for name, r in results.items():
         print(f"{name:12s}" + "".join(f"{r[c]:>14}" for c in columns))
+    for rows, r in sweep.items():
+        print(f"{rows + ' rows':12s}" + "".join(f"{r[c]:>14}" for c in columns))
     if "reference" in results and "ours" in results:
         ref, naive, ours = results["reference"], results.get("naive"), results["ours"]
         print(

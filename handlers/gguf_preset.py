@@ -83,7 +83,9 @@ def _open(path: Path) -> Any:
     try:
         reader = GGUFReader(path)
     except (ValueError, KeyError, IndexError, OSError) as err:
-        raise GGUFImportError(f"{path}: not a readable GGUF file ({err})") from err
+        raise GGUFImportError(
+            f"{path}: not a readable GGUF file (truncated or damaged: {err})"
+        ) from err
     size = path.stat().st_size
     for tensor in reader.tensors:
         end = int(tensor.data_offset) + int(tensor.n_bytes)

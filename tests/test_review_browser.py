@@ -139,6 +139,8 @@ def _pull(subscriber, subscription: str, wait: float = 8.0) -> list:
 def test_agent_reviews_drafts_in_a_browser(browser, review_app, bq_direct, tmp_path):
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     url = review_app["url"]
     browser.get(url + "/")
@@ -146,6 +148,10 @@ def test_agent_reviews_drafts_in_a_browser(browser, review_app, bq_direct, tmp_p
     browser.find_element(By.ID, "username").send_keys("alice")
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
     browser.find_element(By.ID, "sign-in").click()
+    # The form submit navigates: wait for the queue page (a loaded machine can be slow).
+    WebDriverWait(browser, 30).until(
+        expected_conditions.presence_of_element_located((By.ID, "waiting"))
+    )
 
     # The queue: oldest first, with the count and the reviewer's name.
     assert browser.find_element(By.ID, "waiting").text == "3"
