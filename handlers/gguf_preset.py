@@ -58,7 +58,6 @@ class GemmaGGUF:
     config: dict[str, Any]
     proto: bytes
     tensor: Callable[[str], np.ndarray]
-    tensor_types: dict[str, str]
 
 
 def _field(reader: Any, key: str, default: Any = None) -> Any:
@@ -273,7 +272,6 @@ def read_gguf(path: str | os.PathLike[str]) -> GemmaGGUF:
         config=config,
         proto=proto,
         tensor=tensor,
-        tensor_types={name: t.tensor_type.name for name, t in tensors.items()},
     )
 
 
