@@ -88,7 +88,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
 
     from handlers.compilations import CompilationCounter
     from handlers.gemma import GemmaModelHandler
-    from triage.parse import CONSTRAINED_REPLY_CHARS, REPLY_SCHEMA, ParsedReply, parse_reply
+    from triage.parse import ParsedReply, decoding_constraints, parse_reply
     from triage.pipeline import length_buckets_for
     from triage.prompts import load_template
 
@@ -110,11 +110,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         max_batch_tokens=args.max_batch_tokens,
         warm_up=False,
         dtype=args.dtype,
-        **(
-            {"reply_schema": REPLY_SCHEMA, "max_reply_chars": CONSTRAINED_REPLY_CHARS}
-            if args.variant == "constrained"
-            else {}
-        ),
+        **decoding_constraints(args.variant == "constrained")[0],
     )
     started = time.perf_counter()
     generator = handler.load_model()
@@ -205,7 +201,7 @@ def _device() -> tuple[str, float | None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="models/demo-gemma2")
+    parser.add_argument("--model", default="models/triage-gemma3-270m")
     parser.add_argument(
         "--chats", type=int, default=None, help="default: 512, or 10 for presets over 100 MB"
     )

@@ -251,7 +251,8 @@ class GemmaModelHandler(ModelHandler[str, PredictionResult, GemmaGenerator]):
         memory; larger batches run in pieces. Default 1024 on CPU, 65536 on accelerators.
       warm_up: compile every bucket shape in `load_model`, before the first live batch.
       reply_schema: a JSON schema every reply must match: generation is constrained to it
-        token by token (handlers/constrained.py), so replies are valid by construction.
+        token by token (handlers/constrained.py), so replies are valid by construction. A
+        string is a regex instead (apology drafts: free text without digits).
         None: free text.
       max_reply_chars: with `reply_schema`, the most characters a reply may have; the
         automaton closes the reply in time to stay within it and within `max_new_tokens`.
@@ -270,7 +271,7 @@ class GemmaModelHandler(ModelHandler[str, PredictionResult, GemmaGenerator]):
         length_buckets: Sequence[int] = DEFAULT_LENGTH_BUCKETS,
         max_batch_tokens: int | None = None,
         warm_up: bool = True,
-        reply_schema: dict[str, Any] | None = None,
+        reply_schema: dict[str, Any] | str | None = None,
         max_reply_chars: int | None = None,
         **batching_kwargs: Any,
     ):
@@ -340,6 +341,7 @@ class GemmaModelHandler(ModelHandler[str, PredictionResult, GemmaGenerator]):
 
         cap = self._max_reply_chars or 2**30
         key = (json.dumps(self._reply_schema, sort_keys=True), cap, tuple(stop_ids))
+        # (a string schema is a regex: json.dumps keeps it distinct from any JSON schema)
         with _LOADED_LOCK:
             if key not in shared.constrained:
                 tokenizer = shared.causal_lm.preprocessor.tokenizer

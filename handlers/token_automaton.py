@@ -263,16 +263,17 @@ def default_cache_dir() -> Path:
 
 def automaton_for(
     tokenizer: Any,
-    schema: dict[str, Any],
+    schema: dict[str, Any] | str,
     stop_ids: Sequence[int],
     cache_dir: Path | None = None,
 ) -> TokenAutomaton:
     """The automaton for (tokenizer, schema, stop ids), from the disk cache when it is there.
+    `schema` is a JSON schema, or a regex (a string) for replies that are not JSON.
 
     The cache key hashes the tokenizer's own model bytes, so two presets that share a
     tokenizer share one file and a retrained tokenizer never reads a stale table.
     """
-    regex = regex_for_schema(schema)
+    regex = schema if isinstance(schema, str) else regex_for_schema(schema)
     key = hashlib.sha256()
     for part in (str(_FORMAT), regex, ",".join(map(str, sorted(stop_ids)))):
         key.update(part.encode() + b"\0")

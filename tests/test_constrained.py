@@ -275,3 +275,45 @@ def test_constrained_compilations_are_bounded_by_the_buckets(tiny_preset):
         results = model.generate(prompts, 16)
         assert _parse_rate(results) == 1.0
     assert counter.count == after_warm_up
+
+
+# --- apology drafts: free text without digits -------------------------------------------------
+
+
+def test_draft_automaton_refuses_every_token_with_a_digit(tokenizer, stop_ids, tmp_path):
+    from triage.parse import DRAFT_REGEX
+
+    draft = automaton_for(tokenizer, DRAFT_REGEX, stop_ids, tmp_path)
+    pieces = token_bytes(tokenizer)
+    digit = [
+        i
+        for i, b in enumerate(pieces)
+        if b and any(c.isdigit() for c in b.decode("utf-8", "ignore"))
+    ]
+    assert digit  # the tiny vocabulary has digit tokens to refuse
+    table = draft.next_state
+    assert (table[:, digit] < 0).all()
+    letters = _ids(tokenizer, "Sorry")
+    assert all(table[draft.initial, i] >= 0 for i in letters[:1])
+
+
+def test_random_model_drafts_hold_no_digits(tiny_preset):
+    from triage.parse import DRAFT_MAX_CHARS, DRAFT_REGEX
+
+    apology = load_template("apology")
+    chats = generate(6, seed=4)
+    prompts = [
+        apology.render(c["chat_message"], user_id=str(c["user_id"]), summary=c["summary"]).text
+        for c in chats
+    ]
+    model = GemmaModelHandler(
+        tiny_preset,
+        max_new_tokens=40,
+        reply_schema=DRAFT_REGEX,
+        max_reply_chars=DRAFT_MAX_CHARS,
+        warm_up=False,
+        sampler="random",
+    ).load_model()
+    texts = [text for text, _, _ in model.generate(prompts, 40)]
+    assert all(text.strip() for text in texts)
+    assert not any(ch.isdigit() for text in texts for ch in text), texts

@@ -73,7 +73,7 @@ def instructions(name: str = "triage", **values: str) -> tuple[str, str]:
 # --- loading --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, version", [("triage", "triage-v1"), ("apology", "apology-v1")])
+@pytest.mark.parametrize("name, version", [("triage", "triage-v2"), ("apology", "apology-v2")])
 def test_load_newest_template(name, version):
     template = load_template(name)
     assert isinstance(template, PromptTemplate)
@@ -83,11 +83,18 @@ def test_load_newest_template(name, version):
     assert template.template.rstrip(" ").endswith(MODEL_TURN)
 
 
-@pytest.mark.parametrize("name, version", [("triage", "triage-v1"), ("apology", "apology-v1")])
-def test_load_explicit_version(name, version):
+@pytest.mark.parametrize(
+    "name, version, newest",
+    [
+        ("triage", "triage-v1", False),
+        ("triage", "triage-v2", True),
+        ("apology", "apology-v1", False),
+    ],
+)
+def test_load_explicit_version(name, version, newest):
     template = load_template(name, version)
     assert template.version == version
-    assert template == load_template(name)
+    assert (template == load_template(name)) is newest
 
 
 @pytest.mark.parametrize(
@@ -101,7 +108,7 @@ def test_unknown_name_raises_key_error(name):
 @pytest.mark.parametrize(
     "version",
     [
-        "triage-v2",
+        "triage-v9",
         "triage-v0",
         "triage-v",
         "triage",
@@ -126,7 +133,7 @@ def test_unknown_version_raises_key_error(version):
 
 def test_render_puts_the_chat_between_the_delimiters_as_a_json_string():
     rendered = render_triage("My pizza was late.")
-    assert rendered.version == "triage-v1"
+    assert rendered.version == "triage-v2"
     assert rendered.omitted_chars == 0
     assert rendered.tokens is None
     assert f'{CHAT_OPEN}"My pizza was late."{CHAT_CLOSE}' in rendered.text
@@ -177,7 +184,7 @@ def test_user_id_is_quoted(user_id):
 
 def test_user_id_appears_as_a_json_string():
     text = render_triage("x", user_id="u-42").text
-    assert 'customer "u-42" is between' in text
+    assert 'with customer "u-42", between' in text
 
 
 @pytest.mark.parametrize("summary", ADVERSARIAL)
@@ -230,7 +237,7 @@ def test_short_chat_is_not_changed():
     assert rendered.text == plain.text
     assert rendered.omitted_chars == 0
     assert rendered.tokens == byte_token_count(plain.text)
-    assert rendered.version == "triage-v1"
+    assert rendered.version == "triage-v2"
 
 
 OMITTED = re.compile(r"\n\[\.\.\. (\d+) characters omitted \.\.\.\]\n")
@@ -341,3 +348,18 @@ def test_shorten_middle_counts_characters_not_bytes():
     text = "🍕" * 3 + "피자" * 10 + "😡" * 3
     short = shorten_middle(text, 6)
     assert short == "🍕🍕🍕\n[... 20 characters omitted ...]\n😡😡😡"
+
+
+def test_a_preset_pins_the_prompt_versions_it_was_trained_on(tmp_path):
+    from triage.prompts import prompt_version, trained_prompt_versions
+
+    (tmp_path / "prompts.json").write_text('{"triage": "triage-v1", "apology": "apology-v1"}')
+    assert trained_prompt_versions(str(tmp_path)) == {
+        "triage": "triage-v1",
+        "apology": "apology-v1",
+    }
+    assert prompt_version("triage", None, str(tmp_path)) == "triage-v1"  # the preset's
+    assert prompt_version("triage", "triage-v2", str(tmp_path)) == "triage-v2"  # asked wins
+    assert prompt_version("repair", None, str(tmp_path)) is None  # newest
+    assert trained_prompt_versions("gs://bucket/model") == {}
+    assert trained_prompt_versions(str(tmp_path / "missing")) == {}

@@ -2,9 +2,11 @@
 
 Prompts are rendered exactly as in the pipeline and replies parsed by the same parser, so the
 numbers are those the service would see. Prints the share of replies that parse, sentiment
-accuracy (an unparsed reply counts as wrong), a confusion matrix, and the share of negative chats
-that get a non-empty apology draft. The last line is
-`eval: parsed P%, sentiment accuracy A%, drafts D%`.
+accuracy (an unparsed reply counts as wrong) and macro-F1, overall, per language and per domain
+(when the examples say), a confusion matrix, and for the dissatisfied chats the apology drafts'
+checks (triage/draft_checks.py). The last two lines are
+`eval: parsed P%, sentiment accuracy A%, drafts D%` and
+`drafts: in the chat's language L%, with a number not in the chat N%`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,60 @@ class EvalReport:
     # confusion[(gold, predicted)], predicted None when the reply did not parse
     confusion: dict[tuple[int, int | None], int] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
+    # One row per chat: id, language, domain, gold, predicted (None: unparsed), and for the
+    # dissatisfied chats the draft and its checks.
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def checked_drafts(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r.get("draft")]
+
+    def _draft_pct(self, failed: str) -> float:
+        drafts = self.checked_drafts
+        return self._pct(sum(bool(r[failed]) for r in drafts), len(drafts))
+
+    @property
+    def language_match_pct(self) -> float:
+        drafts = self.checked_drafts
+        return self._pct(sum(r["draft_language_ok"] for r in drafts), len(drafts))
+
+    @property
+    def invented_number_pct(self) -> float:
+        return self._draft_pct("numbers_not_in_chat")
+
+    @property
+    def invented_remedy_pct(self) -> float:
+        return self._draft_pct("remedies_not_in_chat")
+
+    def macro_f1(self, rows: Sequence[dict[str, Any]] | None = None) -> float:
+        """Mean F1 over the three labels (unparsed counts as wrong): accuracy hides a model
+        that never says -1 when most chats are fine."""
+        rows = self.rows if rows is None else rows
+        scores = []
+        for label in LABELS:
+            tp = sum(r["gold"] == label and r["predicted"] == label for r in rows)
+            fp = sum(r["gold"] != label and r["predicted"] == label for r in rows)
+            fn = sum(r["gold"] == label and r["predicted"] != label for r in rows)
+            scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+        return 100.0 * sum(scores) / len(scores)
+
+    def _breakdown(self, key: str) -> list[str]:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in self.rows:
+            if r.get(key):
+                groups.setdefault(str(r[key]), []).append(r)
+        if len(groups) < 2:
+            return []
+        out = ["", f"by {key}: {'':>14} n  accuracy  macro-F1  drafts in language"]
+        for name, rows in sorted(groups.items()):
+            accuracy = self._pct(sum(r["gold"] == r["predicted"] for r in rows), len(rows))
+            drafts = [r for r in rows if r.get("draft")]
+            language = self._pct(sum(r["draft_language_ok"] for r in drafts), len(drafts))
+            out.append(
+                f"  {name:<24}{len(rows):>3}  {accuracy:>7.1f}%  {self.macro_f1(rows):>7.1f}%"
+                + (f"  {language:>7.1f}%" if drafts else "")
+            )
+        return out
 
     @staticmethod
     def _pct(part: int, whole: int) -> float:
@@ -49,7 +105,13 @@ class EvalReport:
         return self._pct(self.drafts, self.negatives)
 
     def lines(self) -> list[str]:
-        out = [f"{self.total} chats; {self.negatives} negative", "", "confusion (rows: gold):"]
+        out = [
+            f"{self.total} chats; {self.negatives} negative; macro-F1 {self.macro_f1():.1f}%",
+            *self._breakdown("language"),
+            *self._breakdown("domain"),
+            "",
+            "confusion (rows: gold):",
+        ]
         out.append(
             "            " + "".join(f"{p:>9}" for p in ("pred 1", "pred 0", "pred -1", "unparsed"))
         )
@@ -64,8 +126,12 @@ class EvalReport:
             ]
         out += [
             "",
+            f"drafts with a refund, credit or compensation the chat never mentions: "
+            f"{self.invented_remedy_pct:.1f}%",
             f"eval: parsed {self.parsed_pct:.1f}%, sentiment accuracy {self.accuracy_pct:.1f}%, "
             f"drafts {self.drafts_pct:.1f}%",
+            f"drafts: in the chat's language {self.language_match_pct:.1f}%, "
+            f"with a number not in the chat {self.invented_number_pct:.1f}%",
         ]
         return out
 
@@ -85,17 +151,21 @@ def evaluate(
     batch_size: int = 16,
     progress: Callable[[str], None] | None = None,
     generate_drafts: Callable[[list[str], int], list[str]] | None = None,
+    prompt_versions: dict[str, str] | None = None,
 ) -> EvalReport:
     """Score `generate` (prompts, max new tokens -> completions) on labelled examples.
 
     `generate_drafts` writes the apology drafts when it differs from `generate`, as in the
     pipeline, where triage replies are constrained to the schema and drafts are free text.
     """
+    from triage.draft_checks import check_draft
     from triage.parse import ParseFailure, parse_reply
     from triage.prompts import TokenBudget, byte_token_count, load_template
 
     budget = TokenBudget(max_prompt_tokens, count_tokens or byte_token_count)
-    triage, apology = load_template("triage"), load_template("apology")
+    versions = prompt_versions or {}
+    triage = load_template("triage", versions.get("triage"))
+    apology = load_template("apology", versions.get("apology"))
     report = EvalReport(total=len(examples))
     negatives: list[tuple[dict[str, Any], str]] = []
     for batch in _batches(examples, batch_size):
@@ -115,9 +185,18 @@ def evaluate(
                 report.parsed += 1
                 report.correct += predicted == gold
             report.confusion[(gold, predicted)] = report.confusion.get((gold, predicted), 0) + 1
+            row = {
+                "id": example.get("id"),
+                "language": example.get("language"),
+                "domain": example.get("domain"),
+                "gold": gold,
+                "predicted": predicted,
+                "reply": reply,
+            }
+            report.rows.append(row)
             if gold == -1:
                 summary = parsed.summary if predicted is not None else example.get("summary", "")
-                negatives.append((example, summary))
+                negatives.append((example, summary, row))
         if progress:
             progress(f"eval: triaged {sum(report.confusion.values())}/{report.total}")
     report.negatives = len(negatives)
@@ -126,10 +205,21 @@ def evaluate(
             apology.render(
                 e["chat_message"], budget, user_id=str(e.get("user_id", "customer")), summary=s
             ).text
-            for e, s in batch
+            for e, s, _ in batch
         ]
         drafts = (generate_drafts or generate)(prompts, apology_max_new_tokens)
         report.drafts += sum(bool(d.strip()) for d in drafts)
+        for (example, _, row), draft in zip(batch, drafts, strict=True):
+            check = check_draft(draft, example["chat_message"], example.get("language"))
+            row.update(
+                draft=draft,
+                draft_language=check.language,
+                draft_language_ok=check.language_ok,
+                numbers_not_in_chat=list(check.numbers_not_in_chat),
+                remedies_not_in_chat=list(check.remedies_not_in_chat),
+            )
+        if progress:
+            progress(f"eval: drafted {len(report.checked_drafts)}/{len(negatives)}")
     return report
 
 
@@ -138,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model_preset", required=True)
     parser.add_argument("--examples", required=True, help="JSON lines with sentiment labels")
     parser.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    parser.add_argument("--details", default=None, help="write one JSON line per chat here")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--max_new_tokens", type=int, default=256)
     parser.add_argument("--apology_max_new_tokens", type=int, default=256)
@@ -151,22 +242,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from handlers.gemma import GemmaModelHandler, load_token_counter
-    from triage.parse import CONSTRAINED_REPLY_CHARS, REPLY_SCHEMA
+    from triage.parse import decoding_constraints
+    from triage.prompts import prompt_version
 
     with open(args.examples, encoding="utf-8") as f:
         examples = [json.loads(line) for line in f if line.strip()][: args.limit]
-    constraint = (
-        {"reply_schema": REPLY_SCHEMA, "max_reply_chars": CONSTRAINED_REPLY_CHARS}
-        if args.constrained_decoding
-        else {}
-    )
+    triage_constraint, draft_constraint = decoding_constraints(args.constrained_decoding)
     # One set of weights: the two handlers share the loaded model.
     triage_model = GemmaModelHandler(
-        args.model_preset, max_batch_size=args.batch_size, warm_up=False, **constraint
+        args.model_preset, max_batch_size=args.batch_size, warm_up=False, **triage_constraint
     ).load_model()
     draft_model = GemmaModelHandler(
-        args.model_preset, max_batch_size=args.batch_size, warm_up=False
+        args.model_preset, max_batch_size=args.batch_size, warm_up=False, **draft_constraint
     ).load_model()
+    versions = {
+        name: prompt_version(name, None, args.model_preset) for name in ("triage", "apology")
+    }
 
     def generate(prompts: list[str], max_new_tokens: int) -> list[str]:
         return [text for text, _, _ in triage_model.generate(prompts, max_new_tokens)]
@@ -187,7 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         progress=progress,
         generate_drafts=generate_drafts,
+        prompt_versions={k: v for k, v in versions.items() if v},
     )
+    if args.details:
+        with open(args.details, "w", encoding="utf-8") as out:
+            for row in report.rows:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
     for line in report.lines():
         print(line)
     return 0

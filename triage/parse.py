@@ -23,9 +23,12 @@ from triage.prompts import CHAT_CLOSE, MODEL_TURN
 
 __all__ = [
     "CONSTRAINED_REPLY_CHARS",
+    "DRAFT_MAX_CHARS",
+    "DRAFT_REGEX",
     "MAX_REPLY_CHARS",
     "MAX_SUMMARY_CHARS",
     "REPLY_SCHEMA",
+    "decoding_constraints",
     "ParseFailure",
     "ParsedReply",
     "parse_reply",
@@ -52,6 +55,25 @@ REPLY_SCHEMA: dict[str, Any] = {
 # MAX_SUMMARY_CHARS. The raw (escaped) summary is never shorter than the decoded one, so a reply
 # within this cap always has a summary within MAX_SUMMARY_CHARS.
 CONSTRAINED_REPLY_CHARS = MAX_SUMMARY_CHARS + len('{"sentiment":0,"summary":""}')
+
+# Apology drafts are free text, constrained only to contain no digit (ASCII or full-width): a
+# draft may not state an order id, amount, time or date, since the model could invent one and
+# an agent might send it unchecked; the agent adds the real numbers while editing.
+DRAFT_REGEX = r"[^0-9\uFF10-\uFF19\s][^0-9\uFF10-\uFF19]*"
+DRAFT_MAX_CHARS = 1200
+
+
+def decoding_constraints(constrained: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """GemmaModelHandler arguments of the triage and the apology stage: with constrained
+    decoding, triage replies match REPLY_SCHEMA and drafts DRAFT_REGEX; without, free text."""
+    if not constrained:
+        return {}, {}
+    return (
+        {"reply_schema": REPLY_SCHEMA, "max_reply_chars": CONSTRAINED_REPLY_CHARS},
+        {"reply_schema": DRAFT_REGEX, "max_reply_chars": DRAFT_MAX_CHARS},
+    )
+
+
 # Replies are bounded by the token budget; anything far larger is not a reply to our prompt.
 MAX_REPLY_CHARS = 32 * 1024
 # Opening braces examined before giving up: with the reply cap, bounds the scan to ~1M steps.

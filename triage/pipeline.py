@@ -17,8 +17,8 @@ from triage import metrics
 from triage.apology import MakeDrafts
 from triage.infer import Ask, AskModel, TokenCounterFactory, byte_counter
 from triage.options import TriageOptions
-from triage.parse import CONSTRAINED_REPLY_CHARS, REPLY_SCHEMA
-from triage.prompts import load_template
+from triage.parse import decoding_constraints
+from triage.prompts import load_template, prompt_version
 from triage.records import Stage
 from triage.route import ERROR, MAIN, NEGATIVE, RouteBySentiment, repair_ask, unparsed_to_dead
 from triage.validate import ValidateChats
@@ -197,26 +197,30 @@ def handlers_from_options(options: TriageOptions) -> tuple[ModelHandler, ModelHa
     shared["env_vars"] = {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{jax_memory_fraction(options):.3f}"}
     # Budgets sized from the replies the prompts ask for, unless set on the command line.
     triage_budget = options.max_new_tokens or max(
-        load_template("triage", options.triage_prompt_version).max_reply_tokens,
-        load_template("repair", options.repair_prompt_version).max_reply_tokens,
+        load_template("triage", _version(options, "triage")).max_reply_tokens,
+        load_template("repair", _version(options, "repair")).max_reply_tokens,
     )
     apology_budget = (
         options.apology_max_new_tokens
-        or load_template("apology", options.apology_prompt_version).max_reply_tokens
+        or load_template("apology", _version(options, "apology")).max_reply_tokens
     )
     # Triage and repair replies are both triage objects: with constrained decoding the model
-    # cannot write anything else. Drafts are free text for agents to edit.
-    constraint = (
-        {"reply_schema": REPLY_SCHEMA, "max_reply_chars": CONSTRAINED_REPLY_CHARS}
-        if options.constrained_decoding
-        else {}
-    )
+    # cannot write anything else. Drafts are free text for agents to edit, without digits.
+    triage_constraint, draft_constraint = decoding_constraints(options.constrained_decoding)
     return (
         GemmaModelHandler(
-            options.model_preset, max_new_tokens=triage_budget, **constraint, **shared
+            options.model_preset, max_new_tokens=triage_budget, **triage_constraint, **shared
         ),
-        GemmaModelHandler(options.model_preset, max_new_tokens=apology_budget, **shared),
+        GemmaModelHandler(
+            options.model_preset, max_new_tokens=apology_budget, **draft_constraint, **shared
+        ),
     )
+
+
+def _version(options: TriageOptions, name: str) -> str | None:
+    """--<name>_prompt_version, else the version the preset was trained on, else the newest."""
+    asked = getattr(options, f"{name}_prompt_version")
+    return prompt_version(name, asked, options.model_preset)
 
 
 def build_pipeline(
@@ -240,12 +244,12 @@ def build_pipeline(
             triage_handler,
             apology_handler,
             model_id=options.model_preset,
-            triage_prompt_version=options.triage_prompt_version,
-            apology_prompt_version=options.apology_prompt_version,
+            triage_prompt_version=_version(options, "triage"),
+            apology_prompt_version=_version(options, "apology"),
             max_prompt_tokens=options.max_prompt_tokens,
             token_counter=counter,
             repair_attempts=options.repair_attempts,
-            repair_prompt_version=options.repair_prompt_version,
+            repair_prompt_version=_version(options, "repair"),
         )
     )
     _ = outputs | "Write" >> sink

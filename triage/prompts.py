@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 __all__ = [
     "CHAT_CLOSE",
@@ -26,6 +27,7 @@ __all__ = [
     "TokenBudget",
     "byte_token_count",
     "load_template",
+    "trained_prompt_versions",
     "quote_untrusted",
     "shorten_middle",
 ]
@@ -164,3 +166,28 @@ def load_template(name: str, version: str | None = None) -> PromptTemplate:
     if version is not None and template.version != version:
         raise ValueError(f"{filename}: declares version {template.version!r}, not {version!r}")
     return template
+
+
+PROMPTS_FILE = "prompts.json"
+
+
+def trained_prompt_versions(preset: str | None) -> dict[str, str]:
+    """The prompt versions a preset was fine-tuned on, from `prompts.json` in its directory
+    (e.g. `{"triage": "triage-v2", "apology": "apology-v2"}`); {} when it records none.
+
+    A fine-tuned model answers the wording it was trained on best, so when no version is asked
+    for, the pipeline uses these rather than the newest file. Remote presets (gs://, kaggle://)
+    record none: pass versions explicitly for those.
+    """
+    if not preset or "://" in preset:
+        return {}
+    path = Path(preset) / PROMPTS_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def prompt_version(name: str, asked: str | None, preset: str | None) -> str | None:
+    """The version to use: the one asked for, else the preset's, else None (the newest)."""
+    return asked or trained_prompt_versions(preset).get(name)

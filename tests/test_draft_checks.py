@@ -1,0 +1,66 @@
+"""The draft checks of `triage eval`: language, invented numbers, invented remedies."""
+
+from __future__ import annotations
+
+import pytest
+
+from triage.draft_checks import check_draft, detect_language, invented_numbers, invented_remedies
+from triage.evaluate import evaluate
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("We're very sorry that your parcel arrived damaged; our team is on it.", "en"),
+        ("주문하신 음식이 늦게 도착해서 정말 죄송합니다.", "ko"),
+        ("ご注文の商品が遅れてしまい、大変申し訳ございません。", "ja"),
+        ("Sentimos mucho que su pedido llegara tarde y frío.", "es"),
+        ("Es tut uns sehr leid, dass Ihre Bestellung zu spät angekommen ist.", "de"),
+        ("Nous sommes vraiment désolés que votre commande soit arrivée en retard.", "fr"),
+    ],
+)
+def test_the_six_languages_are_recognised(text, language):
+    assert detect_language(text) == language
+
+
+def test_numbers_must_come_from_the_chat():
+    chat = "Order #48213 cost $1,200.50 and was due at 18:30 on 3/14."
+    assert invented_numbers("About order 48213 (1200.50), due 18:30 on 3/14.", chat) == []
+    assert invented_numbers("Your order 48214 will arrive in 20 minutes.", chat) == ["20", "48214"]
+    assert invented_numbers("ご注文４８２１３について", chat) == []  # full-width digits
+    assert invented_numbers("注文番号９９９", chat) == ["999"]
+
+
+def test_remedies_must_come_from_the_chat():
+    assert invented_remedies("We will refund you in full.", "My food was cold.", "en") == ["refund"]
+    assert invented_remedies("Your refund is on its way.", "Agent: I issued a refund.", "en") == []
+    assert invented_remedies("환불해 드리겠습니다.", "음식이 식었어요.", "ko") == ["환불"]
+
+
+def test_check_draft_takes_the_language_from_the_chat_when_not_given():
+    check = check_draft("I'm sorry about the delay.", "Mein Paket ist seit Tagen verspätet.")
+    assert check.expected_language == "de" and not check.language_ok
+
+
+def test_eval_reports_draft_failures_per_language():
+    chats = [
+        {"chat_message": "My order #123 never came.", "sentiment": -1, "language": "en"},
+        {"chat_message": "주문 #55 이 안 왔어요.", "sentiment": -1, "language": "ko"},
+    ]
+
+    def model(prompts, _):
+        return [
+            "Sorry, order 999 is refunded."
+            if "<summary>" in p
+            else '{"sentiment": -1, "summary": "x"}'
+            for p in prompts
+        ]
+
+    report = evaluate(chats, model, batch_size=2)
+    assert report.accuracy_pct == 100.0
+    assert report.invented_number_pct == 100.0  # 999 is in neither chat
+    assert report.language_match_pct == 50.0  # the Korean chat got an English draft
+    assert report.invented_remedy_pct == 50.0  # "refund" checked with English words only
+    lines = report.lines()
+    assert lines[-1] == "drafts: in the chat's language 50.0%, with a number not in the chat 100.0%"
+    assert any(line.startswith("by language:") for line in lines)

@@ -1,0 +1,90 @@
+"""What makes an apology draft one an agent would send, as checks a machine can run.
+
+A draft must be in the chat's language, must not state a number (order id, amount, time, date)
+that the chat does not contain, and must not offer a refund, credit or compensation that nobody
+in the chat mentioned. `triage eval` reports the share of drafts failing each check.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import cache
+
+__all__ = [
+    "DraftCheck",
+    "check_draft",
+    "detect_language",
+    "invented_numbers",
+    "invented_remedies",
+]
+
+# Languages langid may answer: the product's six and the neighbours it confuses them with.
+_CANDIDATES = ("en", "ko", "ja", "es", "de", "fr", "it", "pt", "nl", "zh")
+_NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
+# Words that offer a remedy, by language (stems, matched case-insensitively).
+REMEDY_WORDS: dict[str, tuple[str, ...]] = {
+    "en": ("refund", "credit", "compensat", "voucher", "discount", "coupon", "reimburs"),
+    "ko": ("환불", "보상", "쿠폰", "적립", "할인", "크레딧"),
+    "ja": ("返金", "補償", "クーポン", "割引", "ポイント", "払い戻"),
+    "es": ("reembols", "compens", "cupón", "descuento", "crédito", "devolución del dinero"),
+    "de": ("erstatt", "gutschrift", "entschädig", "gutschein", "rabatt", "kompensation"),
+    "fr": ("rembours", "compens", "bon d'achat", "réduction", "geste commercial", "un avoir"),
+}
+
+
+@cache
+def _identifier():
+    from langid.langid import LanguageIdentifier, model
+
+    identifier = LanguageIdentifier.from_modelstring(model, norm_probs=True)
+    identifier.set_languages(list(_CANDIDATES))
+    return identifier
+
+
+def detect_language(text: str) -> str:
+    """ISO 639-1 code of the text's language (langid's bundled model, offline)."""
+    return str(_identifier().classify(text)[0])
+
+
+def _numbers(text: str) -> set[str]:
+    """Digit strings with separators removed: "1,200" and "1200" are the same number."""
+    text = unicodedata.normalize("NFKC", text)  # full-width digits become ASCII
+    return {re.sub(r"\D", "", n) for n in _NUMBER.findall(text)}
+
+
+def invented_numbers(draft: str, chat: str) -> list[str]:
+    """Numbers in the draft that appear nowhere in the chat."""
+    known = _numbers(chat)
+    return sorted(n for n in _numbers(draft) if n not in known)
+
+
+def invented_remedies(draft: str, chat: str, language: str) -> list[str]:
+    """Remedy words in the draft (refund, credit, ...) that the chat never mentions."""
+    words = REMEDY_WORDS.get(language, REMEDY_WORDS["en"])
+    draft_l, chat_l = draft.lower(), chat.lower()
+    return [w for w in words if w in draft_l and w not in chat_l]
+
+
+@dataclass(frozen=True)
+class DraftCheck:
+    language: str  # detected in the draft
+    expected_language: str
+    numbers_not_in_chat: tuple[str, ...]
+    remedies_not_in_chat: tuple[str, ...]
+
+    @property
+    def language_ok(self) -> bool:
+        return self.language == self.expected_language
+
+
+def check_draft(draft: str, chat: str, language: str | None = None) -> DraftCheck:
+    """All checks on one draft; `language` is the chat's (detected from the chat if None)."""
+    expected = language or detect_language(chat)
+    return DraftCheck(
+        language=detect_language(draft) if draft.strip() else "",
+        expected_language=expected,
+        numbers_not_in_chat=tuple(invented_numbers(draft, chat)),
+        remedies_not_in_chat=tuple(invented_remedies(draft, chat, expected)),
+    )
