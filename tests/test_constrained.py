@@ -317,3 +317,16 @@ def test_random_model_drafts_hold_no_digits(tiny_preset):
     texts = [text for text, _, _ in model.generate(prompts, 40)]
     assert all(text.strip() for text in texts)
     assert not any(ch.isdigit() for text in texts for ch in text), texts
+
+
+def test_triage_replies_may_put_the_summary_first(tokenizer, stop_ids, tmp_path):
+    from triage.parse import reply_regex
+
+    either = automaton_for(tokenizer, reply_regex(), stop_ids, tmp_path)
+    for reply in ('{"sentiment": -1, "summary": "late"}', '{"summary": "late", "sentiment": -1}'):
+        state = either.initial
+        for token in _ids(tokenizer, reply):
+            state = int(either.next_state[state, token])
+            assert state >= 0, reply
+        assert either.accepting[state], reply
+        assert parse_reply(reply) == ParsedReply(-1, "late")

@@ -130,6 +130,7 @@ _DELEGATED = {
     "export-approved": ("review.cli", "main_export_approved"),
     "dataflow-job": ("triage.dataflow_job", "main"),
     "import-gguf": ("handlers.gguf_preset", "main"),
+    "merge-adapter": ("triage.finetune", "main_merge"),
 }
 
 _STREAMING_FLAGS = ("input_subscription", "summaries_table", "dead_letter_table", "drafts_topic")
@@ -248,6 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "import-gguf",
         add_help=False,
         help="convert a Gemma 3 GGUF file into a keras-hub preset directory",
+    )
+    sub.add_parser(
+        "merge-adapter",
+        add_help=False,
+        help="base preset + a LoRA adapter from triage finetune -> a plain preset",
     )
     sub.add_parser(
         "export-approved",

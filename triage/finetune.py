@@ -18,13 +18,23 @@ import json
 import math
 import os
 import random
+import re
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["END_OF_TURN", "TrainingExample", "build_examples", "finetune", "main"]
+__all__ = [
+    "END_OF_TURN",
+    "TrainingExample",
+    "build_examples",
+    "enable_lora",
+    "finetune",
+    "main",
+    "merge_adapter",
+]
 
 END_OF_TURN = "<end_of_turn>"
 # Backbones larger than this get LoRA adapters by default; smaller ones are trained in full.
@@ -40,7 +50,8 @@ class TrainingExample:
 
 
 def _answer_json(sentiment: int, summary: str) -> str:
-    return json.dumps({"sentiment": sentiment, "summary": summary}, ensure_ascii=False)
+    """Summary first: the model writes what happened, then rates the customer from it."""
+    return json.dumps({"summary": summary, "sentiment": sentiment}, ensure_ascii=False)
 
 
 def build_examples(
@@ -70,33 +81,78 @@ def build_examples(
     return examples
 
 
-def _encode(
-    tokenizer: Any, examples: Sequence[TrainingExample], max_length: int
-) -> list[tuple[list[int], int]]:
+SENTIMENT_KEY = '"sentiment": '
+# Lora targets: every projection of attention and feed-forward in Gemma 2/3 decoder blocks.
+LORA_TARGETS = (
+    "query",
+    "key",
+    "value",
+    "attention_output",
+    "ffw_gating",
+    "ffw_gating_2",
+    "ffw_linear",
+)
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    ids: list[int]  # <bos> prompt answer <end_of_turn>
+    answer_start: int  # index in ids of the first answer token
+    boosted: tuple[int, int]  # answer-relative token span whose loss is weighted up
+
+
+def _encode(tokenizer: Any, examples: Sequence[TrainingExample], max_length: int) -> list[_Encoded]:
     """Token ids of <bos> + prompt + answer + <end_of_turn>, and where the answer starts.
-    Examples longer than `max_length` are dropped (shortening them would teach truncation)."""
+    Examples longer than `max_length` are dropped (shortening them would teach truncation).
+
+    The sentiment value of a triage answer is one or two tokens among ~40; it is the number
+    the product routes on, so its span is recorded to weight its loss up."""
     end = tokenizer.token_to_id(END_OF_TURN)
     stop = [end] if end != getattr(tokenizer, "unk_token_id", None) else [tokenizer.end_token_id]
     prompts = tokenizer.tokenize([e.prompt for e in examples])
     answers = tokenizer.tokenize([e.answer for e in examples])
     encoded = []
-    for p, a in zip(prompts, answers, strict=True):
+    for example, p, a in zip(examples, prompts, answers, strict=True):
         ids = [tokenizer.start_token_id, *map(int, p), *map(int, a), *stop]
-        if len(ids) <= max_length + 1:
-            encoded.append((ids, 1 + len(p)))
+        if len(ids) > max_length + 1:
+            continue
+        boosted = (0, 0)
+        key = example.answer.rfind(SENTIMENT_KEY) if example.answer.startswith("{") else -1
+        if key >= 0:  # the tokens from the key's space to the value's end
+            value = re.match(r"-?\d+", example.answer[key + len(SENTIMENT_KEY) :])
+            end = key + len(SENTIMENT_KEY) + (value.end() if value else 0)
+            start = len(tokenizer.tokenize(example.answer[: key + len(SENTIMENT_KEY) - 1]))
+            boosted = (start, len(tokenizer.tokenize(example.answer[:end])))
+        encoded.append(_Encoded(ids, 1 + len(p), boosted))
     return encoded
 
 
 class _Batches:
-    """Batches of similar length, padded to a multiple of 64: few shapes, few compilations."""
+    """Batches of about `tokens_per_batch` tokens, padded to a width of 128, 256, 384, ... and
+    answers to 64 or 128 tokens: few shapes, so few XLA compilations (each costs ~20 s on CPU).
+    Targets are only the answer tokens and their positions."""
 
-    def __init__(self, encoded: list[tuple[list[int], int]], batch_size: int, seed: int):
+    def __init__(
+        self,
+        encoded: list[_Encoded],
+        batch_size: int,
+        seed: int,
+        boost: float,
+        tokens_per_batch: int | None = None,
+    ):
         import keras
         import numpy as np
 
         self._np = np
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
-        self.batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        self._boost = boost
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, row in enumerate(encoded):
+            groups.setdefault(self._shape(row), []).append(i)
+        self.batches = []
+        for (width, _), members in sorted(groups.items()):
+            size = max(1, tokens_per_batch // width) if tokens_per_batch else batch_size
+            members.sort(key=lambda i: len(encoded[i].ids))
+            self.batches += [members[i : i + size] for i in range(0, len(members), size)]
         self._encoded = encoded
         self._rng = random.Random(seed)
 
@@ -115,21 +171,122 @@ class _Batches:
         self.dataset = Dataset()
         self._rng.shuffle(self.batches)
 
+    @staticmethod
+    def _shape(row: _Encoded) -> tuple[int, int]:
+        width = 128 * math.ceil((len(row.ids) - 1) / 128)
+        answer = len(row.ids) - row.answer_start
+        return width, 64 if answer <= 64 else 128 * math.ceil(answer / 128)
+
     def batch(self, index: int) -> Any:
         np = self._np
         rows = [self._encoded[i] for i in self.batches[index]]
-        width = 64 * math.ceil(max(len(ids) - 1 for ids, _ in rows) / 64)
+        width = max(self._shape(r)[0] for r in rows)
+        answer_width = max(self._shape(r)[1] for r in rows)
         x = np.zeros((len(rows), width), dtype="int32")
-        y = np.zeros((len(rows), width), dtype="int32")
         mask = np.zeros((len(rows), width), dtype="bool")
-        weight = np.zeros((len(rows), width), dtype="float32")
-        for r, (ids, answer_start) in enumerate(rows):
-            n = len(ids) - 1
-            x[r, :n] = ids[:-1]
-            y[r, :n] = ids[1:]
+        positions = np.zeros((len(rows), answer_width), dtype="int32")
+        y = np.zeros((len(rows), answer_width), dtype="int32")
+        weight = np.zeros((len(rows), answer_width), dtype="float32")
+        for r, row in enumerate(rows):
+            n = len(row.ids) - 1
+            x[r, :n] = row.ids[:-1]
             mask[r, :n] = True
-            weight[r, answer_start - 1 : n] = 1.0  # predict the answer and its end, nothing else
-        return {"token_ids": x, "padding_mask": mask}, y, weight
+            # Position t predicts token t+1: the answer and its end, from the prompt's last token.
+            targets = len(row.ids) - row.answer_start
+            positions[r, :targets] = np.arange(row.answer_start - 1, n)
+            y[r, :targets] = row.ids[row.answer_start :]
+            weight[r, :targets] = 1.0
+            lo, hi = row.boosted
+            weight[r, lo:hi] = self._boost
+        inputs = {"token_ids": x, "padding_mask": mask, "answer_positions": positions}
+        return inputs, y, weight
+
+
+def _progress(total_steps: int, every: int = 10) -> Any:
+    """A callback printing step, loss and time left to stderr: a run takes most of an hour."""
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.step = 0
+            self.started = time.monotonic()
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            self.step += 1
+            if self.step % every and self.step != total_steps:
+                return
+            elapsed = time.monotonic() - self.started
+            left = elapsed / self.step * (total_steps - self.step)
+            loss = (logs or {}).get("loss", float("nan"))
+            print(
+                f"finetune: step {self.step}/{total_steps}, loss {float(loss):.4f}, "
+                f"{elapsed / 60:.1f} min elapsed, about {left / 60:.1f} min left",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return Progress()
+
+
+def _answer_only_model(causal_lm: Any) -> Any:
+    """The causal LM, computing logits only at answer positions.
+
+    The output projection (vocabulary x hidden: 262,144 x 640 for Gemma 3) costs more than the
+    whole decoder for a long prompt; the loss needs it only where an answer token is predicted.
+    """
+    import keras
+    from keras import ops
+
+    backbone = causal_lm.backbone
+    cap = getattr(backbone, "final_logit_soft_cap", None)
+
+    class AnswerOnly(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = backbone
+
+        def call(self, inputs: dict[str, Any]) -> Any:
+            hidden = self.backbone(
+                {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]}
+            )
+            at = ops.expand_dims(inputs["answer_positions"], -1)
+            hidden = ops.take_along_axis(hidden, at, axis=1)
+            logits = self.backbone.token_embedding(hidden, reverse=True)
+            if cap:
+                logits = ops.tanh(logits / cap) * cap
+            return logits
+
+    return AnswerOnly()
+
+
+def enable_lora(backbone: Any, rank: int, top_layers: int | None = None) -> int:
+    """LoRA on every attention and feed-forward projection of the top `top_layers` decoder
+    blocks (all when None); everything else frozen. Returns how many projections got adapters.
+
+    Gradients then flow only through the adapted blocks, so tuning the top half costs about
+    half the backward pass. The indices are recorded where keras-hub's `save_lora_weights` and
+    `load_lora_weights` look for them."""
+    backbone.enable_lora(rank, target_layer_names=[])  # freezes everything, records the rank
+    blocks = list(backbone.transformer_layers)
+    chosen = blocks if not top_layers else blocks[-top_layers:]
+    targets = {
+        id(layer)
+        for block in chosen
+        for layer in block._flatten_layers()
+        if layer.name in LORA_TARGETS and hasattr(layer, "enable_lora")
+    }
+    for block in chosen:
+        block.trainable = True  # recursive in Keras: re-freeze all but the adapted projections
+        for layer in block._flatten_layers(include_self=False):
+            layer.trainable = id(layer) in targets
+    weighted = [layer for layer in backbone._flatten_layers(include_self=False) if layer.weights]
+    backbone._lora_enabled_layers = []
+    for index, layer in enumerate(weighted):
+        if id(layer) in targets:
+            layer.enable_lora(rank)  # freezes the kernel, adds the trainable factors
+            backbone._lora_enabled_layers.append(index)
+    return len(backbone._lora_enabled_layers)
 
 
 def finetune(
@@ -141,14 +298,21 @@ def finetune(
     batch_size: int = 16,
     learning_rate: float | None = None,
     lora_rank: int | None = None,
+    lora_layers: int | None = None,
+    sentiment_weight: float = 4.0,
     max_length: int = 1024,
+    max_steps: int | None = None,
+    tokens_per_batch: int | None = None,
+    adapter_out: str | None = None,
     seed: int = 0,
     verbose: int = 1,
 ) -> dict[str, Any]:
     """Train and save a preset to `out_dir`; returns what was done (for logs and tests).
 
     `lora_rank`: None picks LoRA (rank 8) for backbones over 50M parameters and full training
-    below; 0 forces full training.
+    below; 0 forces full training. `lora_layers`: adapt only the top N decoder blocks.
+    `adapter_out`: also save the LoRA weights alone (`*.lora.h5`, a few MB) to rebuild the
+    preset from the base with `merge_adapter`.
     """
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
@@ -156,42 +320,80 @@ def finetune(
 
     keras.utils.set_random_seed(seed)
     causal_lm = keras_hub.models.CausalLM.from_preset(base_preset)
-    params = causal_lm.backbone.count_params()
+    backbone = causal_lm.backbone
+    params = backbone.count_params()
     rank = lora_rank if lora_rank is not None else (8 if params > LORA_THRESHOLD_PARAMS else 0)
-    if rank:
-        causal_lm.backbone.enable_lora(rank)
+    adapted = enable_lora(backbone, rank, lora_layers) if rank else 0
     lr = learning_rate if learning_rate is not None else (2e-4 if rank else 3e-3)
 
     preprocessor = causal_lm.preprocessor
     encoded = _encode(preprocessor.tokenizer, examples, max_length)
     if not encoded:
         raise ValueError(f"no example fits in {max_length} tokens")
-    batches = _Batches(encoded, batch_size, seed)
-    steps = epochs * len(batches.batches)
+    batches = _Batches(encoded, batch_size, seed, sentiment_weight, tokens_per_batch)
+    steps_per_epoch = len(batches.batches)
+    steps = epochs * steps_per_epoch
+    if max_steps is not None:
+        steps = min(steps, max_steps)
+        epochs = math.ceil(steps / steps_per_epoch)
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=lr, decay_steps=steps, warmup_target=None, alpha=0.1
+        initial_learning_rate=lr, decay_steps=steps, alpha=0.1
     )
-    causal_lm.preprocessor = None  # inputs arrive tokenized, with their loss weights
-    causal_lm.compile(
+    model = _answer_only_model(causal_lm)
+    model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()],
     )
-    # keras.Model.fit itself: keras-hub's fit would route batches through tf.data conversion.
-    history = keras.Model.fit(
-        causal_lm, batches.dataset, epochs=epochs, verbose=verbose, shuffle=False
+    started = time.monotonic()
+    history = model.fit(
+        batches.dataset,
+        epochs=epochs,
+        steps_per_epoch=min(steps, steps_per_epoch) if max_steps is not None else None,
+        verbose=0,
+        shuffle=False,
+        callbacks=[_progress(steps)] if verbose else [],
     )
-    causal_lm.preprocessor = preprocessor
+    seconds = time.monotonic() - started
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    causal_lm.save_to_preset(out_dir)
+    causal_lm.save_to_preset(out_dir)  # keras merges LoRA into the kernels it saves
+    if adapter_out and rank:
+        Path(adapter_out).parent.mkdir(parents=True, exist_ok=True)
+        backbone.save_lora_weights(adapter_out)
     return {
         "examples": len(encoded),
         "dropped": len(examples) - len(encoded),
         "steps": steps,
+        "batch_size": batch_size,
+        "tokens_per_batch": tokens_per_batch,
         "lora_rank": rank,
+        "lora_layers": lora_layers,
+        "adapted_projections": adapted,
         "params": params,
-        "final_loss": float(history.history["loss"][-1]),
+        "train_seconds": round(seconds, 1),
+        "loss_per_epoch": [round(float(v), 4) for v in history.history["loss"]],
     }
+
+
+def merge_adapter(
+    base_preset: str, adapter: str, out_dir: str, lora_layers: int | None = None
+) -> None:
+    """Base preset + LoRA file -> a plain preset (the adapter merged into the kernels)."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import h5py
+    import keras_hub
+
+    with h5py.File(adapter, "r") as f:
+        rank = (
+            int(f["lora"]["vars"]["rank"][()])
+            if "vars" in f["lora"]
+            else int(f["lora"]["rank"][()])
+        )
+    causal_lm = keras_hub.models.CausalLM.from_preset(base_preset)
+    enable_lora(causal_lm.backbone, rank, lora_layers)
+    causal_lm.backbone.load_lora_weights(adapter)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    causal_lm.save_to_preset(out_dir)
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -208,6 +410,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=None)
     parser.add_argument("--lora_rank", type=int, default=None, help="0 = full training")
+    parser.add_argument("--lora_layers", type=int, default=None, help="adapt the top N blocks")
+    parser.add_argument("--sentiment_weight", type=float, default=4.0)
+    parser.add_argument("--max_steps", type=int, default=None)
+    parser.add_argument(
+        "--tokens_per_batch", type=int, default=None, help="batch by tokens, not --batch_size"
+    )
+    parser.add_argument("--adapter_out", default=None, help="also save the LoRA weights here")
+    parser.add_argument("--report", default=None, help="write the training report (JSON) here")
     parser.add_argument("--max_length", type=int, default=1024, help="tokens per example")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--triage_prompt_version", default=None)
@@ -225,10 +435,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         lora_rank=args.lora_rank,
+        lora_layers=args.lora_layers,
+        sentiment_weight=args.sentiment_weight,
+        max_steps=args.max_steps,
+        tokens_per_batch=args.tokens_per_batch,
+        adapter_out=args.adapter_out,
         max_length=args.max_length,
         seed=args.seed,
     )
+    from triage.prompts import PROMPTS_FILE, load_template
+
+    versions = {
+        "triage": load_template("triage", args.triage_prompt_version).version,
+        "apology": load_template("apology", args.apology_prompt_version).version,
+    }
+    # The pipeline asks this preset in the wording it learned (triage.prompts.prompt_version).
+    Path(args.out, PROMPTS_FILE).write_text(json.dumps(versions) + "\n", encoding="utf-8")
+    report["prompts"] = versions
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"finetune: saved {args.out}: {json.dumps(report)}", file=sys.stderr)
+    return 0
+
+
+def main_merge(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="triage merge-adapter", description="base preset + LoRA adapter -> a plain preset"
+    )
+    parser.add_argument("--model_preset", required=True, help="the base the adapter was tuned on")
+    parser.add_argument("--adapter", required=True, help="*.lora.h5 from triage finetune")
+    parser.add_argument("--report", required=True, help="its training report (JSON)")
+    parser.add_argument("--out", required=True, help="directory of the merged preset")
+    args = parser.parse_args(argv)
+    report = json.loads(Path(args.report).read_text(encoding="utf-8"))
+    merge_adapter(args.model_preset, args.adapter, args.out, report.get("lora_layers"))
+    from triage.prompts import PROMPTS_FILE
+
+    if report.get("prompts"):
+        Path(args.out, PROMPTS_FILE).write_text(json.dumps(report["prompts"]) + "\n")
+    print(f"merge-adapter: {args.adapter} + {args.model_preset} -> {args.out}", file=sys.stderr)
     return 0
 
 

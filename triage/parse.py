@@ -28,6 +28,8 @@ __all__ = [
     "MAX_REPLY_CHARS",
     "MAX_SUMMARY_CHARS",
     "REPLY_SCHEMA",
+    "REPLY_SCHEMA_SUMMARY_FIRST",
+    "reply_regex",
     "decoding_constraints",
     "ParseFailure",
     "ParsedReply",
@@ -51,15 +53,34 @@ REPLY_SCHEMA: dict[str, Any] = {
     "required": ["sentiment", "summary"],
     "additionalProperties": False,
 }
+# The summary may come first: a model that writes what happened before it rates the customer
+# decides the label after reading its own account of the chat's end (the triage model is
+# trained so). Constrained decoding admits both key orders; the parser never cared.
+REPLY_SCHEMA_SUMMARY_FIRST: dict[str, Any] = {
+    **REPLY_SCHEMA,
+    "properties": {k: REPLY_SCHEMA["properties"][k] for k in ("summary", "sentiment")},
+}
+
+
+def reply_regex() -> str:
+    """The constrained-decoding regex of a triage reply: either key order."""
+    from handlers.token_automaton import regex_for_schema
+
+    return "|".join(
+        f"(?:{regex_for_schema(schema)})" for schema in (REPLY_SCHEMA, REPLY_SCHEMA_SUMMARY_FIRST)
+    )
+
+
 # Characters a constrained reply may have: the shortest reply with an empty summary plus
 # MAX_SUMMARY_CHARS. The raw (escaped) summary is never shorter than the decoded one, so a reply
 # within this cap always has a summary within MAX_SUMMARY_CHARS.
 CONSTRAINED_REPLY_CHARS = MAX_SUMMARY_CHARS + len('{"sentiment":0,"summary":""}')
 
-# Apology drafts are free text, constrained only to contain no digit (ASCII or full-width): a
+# Apology drafts are free text, constrained only to contain no digit (any script's decimal
+# digits, and number forms such as ⅔, ², ①): a
 # draft may not state an order id, amount, time or date, since the model could invent one and
 # an agent might send it unchecked; the agent adds the real numbers while editing.
-DRAFT_REGEX = r"[^0-9\uFF10-\uFF19\s][^0-9\uFF10-\uFF19]*"
+DRAFT_REGEX = r"[^\d\p{No}\s][^\d\p{No}]*"
 DRAFT_MAX_CHARS = 1200
 
 
@@ -69,7 +90,7 @@ def decoding_constraints(constrained: bool) -> tuple[dict[str, Any], dict[str, A
     if not constrained:
         return {}, {}
     return (
-        {"reply_schema": REPLY_SCHEMA, "max_reply_chars": CONSTRAINED_REPLY_CHARS},
+        {"reply_schema": reply_regex(), "max_reply_chars": CONSTRAINED_REPLY_CHARS},
         {"reply_schema": DRAFT_REGEX, "max_reply_chars": DRAFT_MAX_CHARS},
     )
 
