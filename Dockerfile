@@ -39,9 +39,10 @@ COPY review review
 RUN pip install --no-deps . && python -c "import triage.pipeline, handlers.gemma"
 
 # Optionally a model preset baked in (a directory in the build context): --model_preset=/opt/model.
-# The default bakes the small demo model; BAKE_MODEL=dataflow/no-model bakes none, for jobs that
-# load a gs:// preset at load_model instead.
-ARG BAKE_MODEL=models/demo-gemma2
+# The default bakes the triage model that `make setup` builds (Gemma 3 270M with the committed
+# LoRA adapter merged); BAKE_MODEL=dataflow/no-model bakes none, for jobs that load a gs://
+# preset at load_model instead.
+ARG BAKE_MODEL=models/triage-gemma3-270m
 COPY ${BAKE_MODEL} /opt/model
 
 # The flex-template launcher runs this file; the workers run Beam's boot entrypoint.

@@ -16,6 +16,8 @@ os.environ.setdefault("TRIAGE_CACHE_DIR", tempfile.mkdtemp(prefix="triage-test-c
 REPO = Path(__file__).resolve().parent.parent
 TINY_PRESET = REPO / "models" / "tiny-gemma2"
 GEMMA3_PRESET = REPO / "models" / "gemma3-270m"
+TRIAGE_PRESET = REPO / "models" / "triage-gemma3-270m"
+TRIAGE_ADAPTER = REPO / "models" / "triage-gemma3-270m-lora"
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +47,23 @@ def gemma3_preset(tmp_path_factory) -> str:
         gguf = assemble(tmp_path_factory.mktemp("gguf") / "gemma-3-270m-q4_k_m.gguf")
         import_gguf(gguf, GEMMA3_PRESET)
     return str(GEMMA3_PRESET)
+
+
+@pytest.fixture(scope="session")
+def triage_preset(gemma3_preset) -> str:
+    """The default model: the base with the committed LoRA adapter merged (`make setup`)."""
+    if not (TRIAGE_PRESET / "config.json").exists():
+        from triage.finetune import main_merge
+
+        main_merge(
+            [
+                f"--model_preset={gemma3_preset}",
+                f"--adapter={TRIAGE_ADAPTER / 'adapter.lora.h5'}",
+                f"--report={TRIAGE_ADAPTER / 'report.json'}",
+                f"--out={TRIAGE_PRESET}",
+            ]
+        )
+    return str(TRIAGE_PRESET)
 
 
 @pytest.fixture(scope="session")

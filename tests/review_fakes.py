@@ -29,7 +29,7 @@ def draft(chat_id: str, text: str = "We are sorry.", created: datetime = T0) -> 
         "sentiment": -1,
         "summary": "cold pizza",
         "draft": text,
-        "model_id": "models/demo-gemma2",
+        "model_id": "models/triage-gemma3-270m",
         "prompt_version": "triage-v1",
         "apology_prompt_version": "apology-v1",
         "attempt": 1,

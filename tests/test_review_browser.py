@@ -36,7 +36,7 @@ def _draft(chat_id: str, chat: str, text: str, minutes_ago: int) -> Draft:
         sentiment=-1,
         summary=f"summary of {chat_id}",
         draft=text,
-        model_id="models/demo-gemma2",
+        model_id="models/triage-gemma3-270m",
         prompt_version="triage-v1",
         apology_prompt_version="apology-v1",
         attempt=1,

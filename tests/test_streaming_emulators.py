@@ -10,6 +10,7 @@ streaming pipeline on the DirectRunner, results read back through the official c
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
@@ -151,6 +152,51 @@ def test_real_gemma_noise_lands_in_bigquery_dead_letters(infra, bq_direct, tiny_
         "missing_chat_message",
         "not_json",
     ]
+
+
+@pytest.mark.gemma3
+def test_the_default_triage_model_on_the_emulators(infra, bq_direct, triage_preset):
+    """The real fine-tuned Gemma 3 270M (the default preset) end to end: a clearly happy chat
+    becomes a summary row, a clearly angry one a draft in its language with no digit, bad
+    input a dead letter; each chat in exactly one place."""
+    names, audit = infra
+    payloads = [
+        msg(
+            "happy",
+            "Customer: My parcel came a day early and everything was perfect.\n"
+            "Agent: Glad to hear it!\nCustomer: Thank you so much, great service! 😊",
+        ),
+        msg(
+            "angry",
+            "고객: 주문번호 58213 음식이 두 시간이나 늦게 왔고 다 식었어요.\n"
+            "상담원: 죄송하지만 환불은 어렵습니다.\n"
+            "고객: 정말 어이가 없네요. 다시는 이용 안 합니다.",
+        ),
+        b"not json",
+    ]
+    run = StreamingRun(
+        names, [f"--model_preset={triage_preset}", "--max_batch_size=2", "--no_warm_up"]
+    ).start()
+    drafts: list = []
+    try:
+        publish_lines(names.input_topic, payloads)
+
+        def all_accounted() -> bool:
+            drafts.extend(pull_all(audit, max_wait=2))
+            n = count(bq_direct, names.summaries_table) + count(bq_direct, names.dead_letter_table)
+            return n + len(drafts) >= len(payloads)
+
+        wait_until(all_accounted, 420, "every chat accounted for")
+    finally:
+        run.cancel()
+    summaries = {r["chat_id"]: r for r in rows(bq_direct, names.summaries_table)}
+    dead = rows(bq_direct, names.dead_letter_table)
+    assert summaries["happy"]["sentiment"] == 1
+    assert [d.attributes["chat_id"] for d in drafts] == ["angry"]
+    draft = json.loads(drafts[0].data)["draft"]
+    assert re.search(r"[\uac00-\ud7a3]", draft) and not re.search(r"\d", draft), draft
+    assert [(r["stage"], r["reason"]) for r in dead] == [("validate", "not_json")]
+    assert len(summaries) + len(drafts) + len(dead) == len(payloads)
 
 
 ROUTING = {

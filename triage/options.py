@@ -6,8 +6,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 __all__ = ["DEFAULT_MODEL_PRESET", "TriageOptions"]
 
-# The committed demo model (see `make demo-model`); pass a real Gemma preset in production.
-DEFAULT_MODEL_PRESET = "models/demo-gemma2"
+# Gemma 3 270M with the committed triage LoRA adapter merged in, built by `make setup`.
+DEFAULT_MODEL_PRESET = "models/triage-gemma3-270m"
 
 
 class TriageOptions(PipelineOptions):
