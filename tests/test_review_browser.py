@@ -142,6 +142,15 @@ def test_agent_reviews_drafts_in_a_browser(browser, review_app, bq_direct, tmp_p
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def wait_for(css: str, text: str = "") -> None:
+        """Clicks that submit a form navigate: wait for the next page, never sleep."""
+        located = (By.CSS_SELECTOR, css)
+        WebDriverWait(browser, 30).until(
+            expected_conditions.text_to_be_present_in_element(located, text)
+            if text
+            else expected_conditions.presence_of_element_located(located)
+        )
+
     url = review_app["url"]
     browser.get(url + "/")
     assert "/login" in browser.current_url  # nothing without signing in
@@ -165,6 +174,7 @@ def test_agent_reviews_drafts_in_a_browser(browser, review_app, bq_direct, tmp_p
 
     # Edit and approve the first.
     browser.find_elements(By.CSS_SELECTOR, "a.open")[0].click()
+    wait_for("#final_text")
     turns = browser.find_elements(By.CSS_SELECTOR, "#chat li")
     assert [t.get_attribute("class") for t in turns] == ["customer", "staff"]
     box = browser.find_element(By.ID, "final_text")
@@ -173,17 +183,21 @@ def test_agent_reviews_drafts_in_a_browser(browser, review_app, bq_direct, tmp_p
     box.send_keys("We are sorry about the cold fries. A refund is on its way.")
     browser.save_screenshot(str(tmp_path / "draft.png"))
     browser.find_element(By.ID, "approve").click()
+    wait_for(".flash", "c1:")
     assert "c1: approved (edited)" in browser.find_element(By.CLASS_NAME, "flash").text
 
     # Reject the second with a reason.
     browser.find_elements(By.CSS_SELECTOR, "a.open")[0].click()
+    wait_for("#reason")
     browser.find_element(By.ID, "reason").send_keys("wrong language for this customer")
     browser.find_element(By.ID, "reject").click()
+    wait_for(".flash", "c2:")
     assert "c2: rejected" in browser.find_element(By.CLASS_NAME, "flash").text
     assert browser.find_element(By.ID, "waiting").text == "1"
 
     # The third carries a script in the chat and in the draft: it must be inert text.
     browser.find_elements(By.CSS_SELECTOR, "a.open")[0].click()
+    wait_for("#final_text")
     assert XSS in browser.find_element(By.ID, "chat").text
     assert XSS in browser.find_element(By.ID, "final_text").get_attribute("value")
     assert browser.title != "pwned"
@@ -195,6 +209,7 @@ def test_agent_reviews_drafts_in_a_browser(browser, review_app, bq_direct, tmp_p
 
     # The dashboard reads the decisions back from the reviews table.
     browser.get(url + "/")
+    wait_for("#approved-today")
     assert browser.find_element(By.ID, "approved-today").text == "1"
     assert browser.find_element(By.ID, "rejected-today").text == "1"
     assert "50% of 2" in browser.find_element(By.CSS_SELECTOR, ".rates").text
