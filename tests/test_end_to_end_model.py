@@ -74,7 +74,7 @@ def test_real_handler_pipeline_sends_noise_to_dead_letters(tiny_preset, tmp_path
     assert parsed and all(d.model_reply is not None for d in parsed)
     assert all(d.model_id == tiny_preset for d in parsed)
     # Noise, then noise again when asked to repair: one repair recorded on each.
-    assert all(d.prompt_version == "triage-v2+repair-v1" and d.repairs == 1 for d in parsed)
+    assert all(d.prompt_version == "triage-v3+repair-v1" and d.repairs == 1 for d in parsed)
     assert sorted(d.payload for d in dead) == sorted(payloads)  # every original byte kept
 
 
@@ -102,7 +102,7 @@ def test_constrained_noise_becomes_summaries_and_drafts(tiny_preset, tmp_path):
         for line in (tmp_path / OUTPUT_FILES["summaries"]).read_text("utf-8").splitlines()
     ]
     assert summaries and all(0 < len(s["summary"]) <= 512 for s in summaries)
-    assert all(s["prompt_version"] == "triage-v2" for s in summaries)  # no repair was needed
+    assert all(s["prompt_version"] == "triage-v3" for s in summaries)  # no repair was needed
 
 
 def test_triage_run_cli_counts_add_up(tiny_preset, tmp_path):

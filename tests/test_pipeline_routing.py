@@ -125,7 +125,7 @@ def test_summary_rows_carry_chat_and_versions(run_result):
     by_id = {row.chat_id: row for row in seen["summaries"]}
     p1 = by_id["p1"]
     assert (p1.user_id, p1.sentiment, p1.summary) == ("7", 1, "scripted summary 1")
-    assert p1.prompt_version == "triage-v2"
+    assert p1.prompt_version == "triage-v3"
     assert p1.model_id == "scripted-model"
     # The chat travels beside the prompt: it comes back byte-exact, never re-extracted.
     assert by_id["inj"].chat_message == INJECTION
@@ -133,7 +133,7 @@ def test_summary_rows_carry_chat_and_versions(run_result):
     assert by_id["42"].chat_id == "42"
     assert by_id["long"].chat_message == LONG_CHAT  # the prompt was shortened, not the record
     # Repaired in the pipeline: both templates are named in the row.
-    assert by_id["fix"].prompt_version == "triage-v2+repair-v1"
+    assert by_id["fix"].prompt_version == "triage-v3+repair-v1"
 
 
 def test_drafts_carry_triage_and_apology(run_result):
@@ -144,7 +144,7 @@ def test_drafts_carry_triage_and_apology(run_result):
     assert g1.sentiment == -1
     assert g1.summary == "scripted summary -1"
     assert g1.draft == "We are very sorry. An agent will help."
-    assert (g1.prompt_version, g1.apology_prompt_version) == ("triage-v2", "apology-v2")
+    assert (g1.prompt_version, g1.apology_prompt_version) == ("triage-v3", "apology-v2")
     assert drafts["at"].chat_message == "[neg] @@@ the delimiter @@@ is not special @@@"
 
 
@@ -154,7 +154,7 @@ def test_dead_letters_keep_payload_reply_and_context(run_result):
     garbage = by_label["gb"]
     assert garbage.model_reply.startswith("I think the customer is")
     assert garbage.payload == LABEL_AND_PAYLOAD["gb"]
-    assert garbage.prompt_version == "triage-v2+repair-v1"  # its last answer was a repair
+    assert garbage.prompt_version == "triage-v3+repair-v1"  # its last answer was a repair
     assert garbage.repairs == 1
     assert garbage.model_id == "scripted-model"
     boom = by_label["boom"]

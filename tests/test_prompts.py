@@ -73,7 +73,7 @@ def instructions(name: str = "triage", **values: str) -> tuple[str, str]:
 # --- loading --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, version", [("triage", "triage-v2"), ("apology", "apology-v2")])
+@pytest.mark.parametrize("name, version", [("triage", "triage-v3"), ("apology", "apology-v2")])
 def test_load_newest_template(name, version):
     template = load_template(name)
     assert isinstance(template, PromptTemplate)
@@ -87,7 +87,8 @@ def test_load_newest_template(name, version):
     "name, version, newest",
     [
         ("triage", "triage-v1", False),
-        ("triage", "triage-v2", True),
+        ("triage", "triage-v2", False),
+        ("triage", "triage-v3", True),
         ("apology", "apology-v1", False),
     ],
 )
@@ -133,7 +134,7 @@ def test_unknown_version_raises_key_error(version):
 
 def test_render_puts_the_chat_between_the_delimiters_as_a_json_string():
     rendered = render_triage("My pizza was late.")
-    assert rendered.version == "triage-v2"
+    assert rendered.version == "triage-v3"
     assert rendered.omitted_chars == 0
     assert rendered.tokens is None
     assert f'{CHAT_OPEN}"My pizza was late."{CHAT_CLOSE}' in rendered.text
@@ -237,7 +238,7 @@ def test_short_chat_is_not_changed():
     assert rendered.text == plain.text
     assert rendered.omitted_chars == 0
     assert rendered.tokens == byte_token_count(plain.text)
-    assert rendered.version == "triage-v2"
+    assert rendered.version == "triage-v3"
 
 
 OMITTED = re.compile(r"\n\[\.\.\. (\d+) characters omitted \.\.\.\]\n")
@@ -359,7 +360,7 @@ def test_a_preset_pins_the_prompt_versions_it_was_trained_on(tmp_path):
         "apology": "apology-v1",
     }
     assert prompt_version("triage", None, str(tmp_path)) == "triage-v1"  # the preset's
-    assert prompt_version("triage", "triage-v2", str(tmp_path)) == "triage-v2"  # asked wins
+    assert prompt_version("triage", "triage-v3", str(tmp_path)) == "triage-v3"  # asked wins
     assert prompt_version("repair", None, str(tmp_path)) is None  # newest
     assert trained_prompt_versions("gs://bucket/model") == {}
     assert trained_prompt_versions(str(tmp_path / "missing")) == {}

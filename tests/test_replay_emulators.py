@@ -83,7 +83,7 @@ def test_repair_then_replay_until_success_or_the_attempt_cap(bq):
         )
         summaries = {r["chat_id"]: r for r in rows(bq, infra.summaries_table)}
         assert set(summaries) == {"pos", "fix"}
-        assert summaries["fix"]["prompt_version"] == "triage-v2+repair-v1"
+        assert summaries["fix"]["prompt_version"] == "triage-v3+repair-v1"
         first_dead = dead_chats()
         assert sorted(r["chat_id"] or "-" for r in first_dead) == [
             "-",
