@@ -1,0 +1,103 @@
+"""The triage model's training set: chats written for training, plus generated ones.
+
+`triage/training_chats/<language>.jsonl` holds support chats written one by one (by helper
+agents briefed as support staff, never shown `eval/`), each with its label, the reason for it,
+a summary and, for unhappy customers, an approved-style draft. They read like real support,
+which the template generator (`triage.synthetic`) cannot: the first model, trained on generated
+chats alone, scored 46.5% on the hand-written set. The first `--train_per_language` chats of
+each file are trained on; the rest are a held-out development split (`--split dev`).
+
+A few generated chats are mixed in for what the written ones have less of: injection attempts,
+pasted JSON, speaker-label styles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["WRITTEN_DIR", "check_written", "main", "read_written", "training_records"]
+
+WRITTEN_DIR = Path(__file__).with_name("training_chats")
+LABELS = (1, 0, -1)
+SUMMARY_MAX_CHARS = 512
+
+
+def read_written(
+    directory: Path = WRITTEN_DIR, split: str = "train", train_per_language: int = 100
+) -> list[dict[str, Any]]:
+    """The written chats of one split, in file order (train: the first N of each language)."""
+    rows: list[dict[str, Any]] = []
+    for path in sorted(directory.glob("*.jsonl")):
+        with path.open(encoding="utf-8") as f:
+            chats = [json.loads(line) for line in f if line.strip()]
+        rows += chats[:train_per_language] if split == "train" else chats[train_per_language:]
+    return rows
+
+
+def check_written(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Problems that would teach the model something wrong; empty when the rows are usable."""
+    problems = []
+    seen: set[str] = set()
+    for row in rows:
+        rid = row.get("id", "?")
+        if rid in seen:
+            problems.append(f"{rid}: duplicate id")
+        seen.add(rid)
+        if row.get("sentiment") not in LABELS:
+            problems.append(f"{rid}: sentiment must be 1, 0 or -1")
+        if not str(row.get("chat_message", "")).strip():
+            problems.append(f"{rid}: empty chat")
+        if not 0 < len(row.get("summary", "")) <= SUMMARY_MAX_CHARS:
+            problems.append(f"{rid}: summary empty or over {SUMMARY_MAX_CHARS} characters")
+        draft = row.get("draft")
+        if row.get("sentiment") == -1:
+            if not draft:
+                problems.append(f"{rid}: an unhappy customer's chat needs a draft")
+            elif any(ch.isdigit() for ch in draft):
+                problems.append(f"{rid}: a draft may not contain digits (invented facts)")
+        elif draft:
+            problems.append(f"{rid}: only unhappy customers get a draft")
+    return problems
+
+
+def training_records(
+    train_per_language: int, synthetic_n: int, seed: int, directory: Path = WRITTEN_DIR
+) -> list[dict[str, Any]]:
+    """Written chats (train split) then `synthetic_n` generated ones; the trainer shuffles."""
+    from triage.synthetic import generate
+
+    written = read_written(directory, "train", train_per_language)
+    return written + (generate(synthetic_n, seed=seed) if synthetic_n else [])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m triage.training_set", description=__doc__)
+    parser.add_argument("--out", required=True, help="JSON-lines file to write")
+    parser.add_argument("--split", choices=("train", "dev"), default="train")
+    parser.add_argument("--train_per_language", type=int, default=100)
+    parser.add_argument("--synthetic_n", type=int, default=0, help="generated chats to add")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.split == "train":
+        rows = training_records(args.train_per_language, args.synthetic_n, args.seed)
+    else:
+        rows = read_written(WRITTEN_DIR, "dev", args.train_per_language)
+    problems = check_written([r for r in rows if not r.get("synthetic")])
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"training_set: {len(rows)} chats ({args.split}) -> {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
