@@ -297,6 +297,22 @@ def test_draft_automaton_refuses_every_token_with_a_digit(tokenizer, stop_ids, t
     assert all(table[draft.initial, i] >= 0 for i in letters[:1])
 
 
+def test_draft_automaton_refuses_hidden_characters_and_code(tokenizer, stop_ids, tmp_path):
+    """A draft copying a pasted error object looped on bidi overrides (U+202D) between dashes;
+    invisible format characters, braces and backslashes are refused, line breaks are not."""
+    from triage.parse import DRAFT_REGEX
+
+    draft = automaton_for(tokenizer, DRAFT_REGEX, stop_ids, tmp_path)
+    pieces = [b.decode("utf-8", "ignore") if b else "" for b in token_bytes(tokenizer)]
+    refused = [i for i, p in enumerate(pieces) if any(c in p for c in "{}\\\u202d\u200b\t")]
+    assert refused  # byte-fallback tokens cover these characters even in the tiny vocabulary
+    after_a_word = int(draft.next_state[draft.initial, _ids(tokenizer, "Sorry")[0]])
+    assert after_a_word >= 0
+    assert (draft.next_state[[draft.initial, after_a_word]][:, refused] < 0).all()
+    newline = [i for i, p in enumerate(pieces) if p == "\n"]
+    assert newline and (draft.next_state[after_a_word, newline] >= 0).all()
+
+
 def test_random_model_drafts_hold_no_digits(tiny_preset):
     from triage.parse import DRAFT_MAX_CHARS, DRAFT_REGEX
 

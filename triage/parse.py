@@ -76,11 +76,16 @@ def reply_regex() -> str:
 # within this cap always has a summary within MAX_SUMMARY_CHARS.
 CONSTRAINED_REPLY_CHARS = MAX_SUMMARY_CHARS + len('{"sentiment":0,"summary":""}')
 
-# Apology drafts are free text, constrained only to contain no digit (any script's decimal
-# digits, and number forms such as ⅔, ², ①): a
-# draft may not state an order id, amount, time or date, since the model could invent one and
-# an agent might send it unchecked; the agent adds the real numbers while editing.
-DRAFT_REGEX = r"[^\d\p{No}\s][^\d\p{No}]*"
+# Apology drafts are free text, constrained to contain no digit (any script's decimal digits,
+# and number forms such as ⅔, ², ①): a draft may not state an order id, amount, time or date,
+# since the model could invent one and an agent might send it unchecked; the agent adds the
+# real numbers while editing. Nor may a draft hold invisible format characters (bidi overrides
+# such as U+202D, zero-width joiners: they can disguise text on the agent's screen), control
+# characters other than the line break, private-use characters, or the braces, brackets,
+# backslash, angle brackets and bar of JSON, code and markup: a reply to a customer needs none,
+# and a model that starts copying a pasted error object into a draft otherwise loops on them.
+DRAFT_FORBIDDEN = r"\d\p{No}\p{Cf}\p{Co}\x00-\x09\x0B-\x1F\x7F{}\[\]\\<>|"
+DRAFT_REGEX = rf"[^{DRAFT_FORBIDDEN}\s][^{DRAFT_FORBIDDEN}]*"
 DRAFT_MAX_CHARS = 1200
 
 
