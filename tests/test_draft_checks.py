@@ -64,3 +64,37 @@ def test_eval_reports_draft_failures_per_language():
     lines = report.lines()
     assert lines[-1] == "drafts: in the chat's language 50.0%, with a number not in the chat 100.0%"
     assert any(line.startswith("by language:") for line in lines)
+
+
+def test_draft_warnings_name_what_the_reviewer_must_check():
+    from triage.draft_checks import draft_warnings
+
+    chat = "Customer: my order 4821 never came\nAgent: I am sorry, I will look into it."
+    assert (
+        draft_warnings("We are sorry your order has not arrived; we are looking into it.", chat)
+        == ()
+    )
+    warned = draft_warnings("We are sorry. Your refund for order 9999 is on its way.", chat)
+    assert any("9999" in w for w in warned)
+    assert any("refund" in w for w in warned)
+    assert any("written in" in w for w in draft_warnings("注文が届かず申し訳ございません。", chat))
+
+
+def test_a_draft_record_keeps_its_warnings_through_json():
+    from triage.records import Draft, from_json, to_json
+
+    draft = Draft(
+        chat_id="c1",
+        user_id="u1",
+        chat_message="late",
+        sentiment=-1,
+        summary="late",
+        draft="Sorry.",
+        model_id="m",
+        prompt_version="triage-v3",
+        apology_prompt_version="apology-v2",
+        attempt=1,
+        created_at="2026-11-22T00:00:00+00:00",
+        warnings=("offers what nobody in the chat mentioned: refund",),
+    )
+    assert from_json(Draft, to_json(draft)) == draft

@@ -173,7 +173,7 @@ def test_schema_has_every_field_exactly_once(cls):
         assert names.count(name) == 1
     for column in schema:
         assert set(column) == {"name", "type", "mode"}
-        assert column["mode"] in {"REQUIRED", "NULLABLE"}
+        assert column["mode"] in {"REQUIRED", "NULLABLE", "REPEATED"}
         assert column["type"] in {"STRING", "INTEGER", "FLOAT", "BOOLEAN", "BYTES", "TIMESTAMP"}
 
 
@@ -196,7 +196,7 @@ def test_result_schemas(cls):
     assert columns["created_at"]["type"] == "TIMESTAMP"
     assert columns["summary"] == {"name": "summary", "type": "STRING", "mode": "REQUIRED"}
     assert columns["attempt"]["type"] == "INTEGER"
-    assert all(column["mode"] == "REQUIRED" for column in columns.values())
+    assert all(c["mode"] == "REQUIRED" for n, c in columns.items() if n != "warnings")
 
 
 def test_draft_schema_has_both_prompt_versions():
@@ -204,6 +204,7 @@ def test_draft_schema_has_both_prompt_versions():
     assert columns["draft"]["type"] == "STRING"
     assert columns["prompt_version"]["type"] == "STRING"
     assert columns["apology_prompt_version"]["type"] == "STRING"
+    assert columns["warnings"] == {"name": "warnings", "type": "STRING", "mode": "REPEATED"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -193,3 +193,22 @@ def test_turns_mark_the_customer():
     out = turns("id 221: hi\nstill me\nid 12: hello", "221")
     assert [(t["who"], t["customer"]) for t in out] == [("id 221", True), ("id 12", False)]
     assert out[0]["text"] == "hi\nstill me"
+
+
+def test_the_draft_page_shows_the_checks_a_reviewer_must_make(parts):
+    """The draft stage's warnings (a remedy or number the chat lacks, another language) are
+    shown above the draft, escaped; a draft without warnings shows none."""
+    warned = draft("3", text="Your refund is on its way.")
+    warned["warnings"] = ["offers what nobody in the chat mentioned: <refund>"]
+    parts.sub.deliver(warned, "a3")
+    parts.sub.deliver(draft("4"), "a4")
+    parts.queue.pull_once()
+    reviewers = Reviewers({"alice": hash_password(PASSWORD)})
+    flask_app = create_app(
+        parts.queue, reviewers, dashboard=lambda: Dashboard(waiting=1), clock=parts.clock
+    )
+    client = flask_app.test_client()
+    _sign_in(client)
+    html = client.get("/draft?id=3/draft").get_data(as_text=True)
+    assert 'id="warnings"' in html and "mentioned: &lt;refund&gt;" in html
+    assert 'id="warnings"' not in client.get("/draft?id=4/draft").get_data(as_text=True)

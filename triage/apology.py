@@ -9,6 +9,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import PredictionResult
 
 from triage import metrics
+from triage.draft_checks import draft_warnings
 from triage.infer import Ask
 from triage.records import Draft, Stage, utc_now
 
@@ -55,4 +56,5 @@ class MakeDrafts(beam.DoFn):
             apology_prompt_version=ask.prompt_version,
             attempt=chat.attempt,
             created_at=utc_now(),
+            warnings=draft_warnings(text, chat.chat_message),
         )

@@ -16,6 +16,7 @@ __all__ = [
     "DraftCheck",
     "check_draft",
     "detect_language",
+    "draft_warnings",
     "invented_numbers",
     "invented_remedies",
 ]
@@ -88,3 +89,25 @@ def check_draft(draft: str, chat: str, language: str | None = None) -> DraftChec
         numbers_not_in_chat=tuple(invented_numbers(draft, chat)),
         remedies_not_in_chat=tuple(invented_remedies(draft, chat, expected)),
     )
+
+
+def draft_warnings(draft: str, chat: str) -> tuple[str, ...]:
+    """What the reviewer should check before approving, in words: the draft stage puts these on
+    the record and the review page shows them. A check that cannot run warns nothing: it must
+    never cost a customer their draft."""
+    try:
+        check = check_draft(draft, chat)
+    except Exception:  # noqa: BLE001 - a broken language model must not drop the draft
+        return ()
+    warnings = []
+    if check.language and not check.language_ok:
+        warnings.append(f"written in {check.language}, the chat in {check.expected_language}")
+    if check.numbers_not_in_chat:
+        warnings.append(
+            "numbers the chat does not contain: " + ", ".join(check.numbers_not_in_chat)
+        )
+    if check.remedies_not_in_chat:
+        warnings.append(
+            "offers what nobody in the chat mentioned: " + ", ".join(check.remedies_not_in_chat)
+        )
+    return tuple(warnings)

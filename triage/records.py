@@ -110,6 +110,9 @@ class Draft:
     apology_prompt_version: str
     attempt: int
     created_at: str
+    # What a reviewer should check first (triage.draft_checks.draft_warnings): the draft's
+    # language differs from the chat's, it states a number or offers a refund the chat lacks.
+    warnings: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +221,8 @@ def from_dict(cls: type[R], data: dict[str, Any]) -> R:
         inner, _ = _unwrap_optional(hints[f.name])
         if inner is bytes and isinstance(value, str):
             value = base64.b64decode(value)
+        elif typing.get_origin(inner) is tuple and isinstance(value, list):
+            value = tuple(value)
         kwargs[f.name] = value
     return cls(**kwargs)
 
@@ -246,15 +251,16 @@ def bigquery_schema(cls: type) -> list[dict[str, str]]:
     schema = []
     for f in dataclasses.fields(cls):
         inner, optional = _unwrap_optional(hints[f.name])
+        mode = "NULLABLE" if optional else "REQUIRED"
+        if typing.get_origin(inner) is tuple:  # tuple[str, ...]: a repeated column
+            inner, mode = typing.get_args(inner)[0], "REPEATED"
         if f.name in _TIMESTAMP_FIELDS:
             bq_type = "TIMESTAMP"
         elif inner in _BQ_TYPES:
             bq_type = _BQ_TYPES[inner]
         else:
             raise TypeError(f"{cls.__name__}.{f.name}: no BigQuery type for {inner!r}")
-        schema.append(
-            {"name": f.name, "type": bq_type, "mode": "NULLABLE" if optional else "REQUIRED"}
-        )
+        schema.append({"name": f.name, "type": bq_type, "mode": mode})
     return schema
 
 
