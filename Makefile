@@ -8,10 +8,11 @@ TINY_PRESET := models/tiny-gemma2
 # converted to a keras-hub preset by `triage import-gguf` (git-ignored, about 1 GB in float32).
 GEMMA3_GGUF := models/gemma-3-270m-q4_k_m.gguf
 GEMMA3_PRESET := models/gemma3-270m
-# The triage model, the default preset: Gemma 3 270M with a LoRA adapter tuned on synthetic
-# chats of eleven trades in six languages (`make triage-model`, under an hour on 2 cores). The
-# adapter (a few MB) and its training report are committed; `make setup` merges them into the
-# base preset.
+# The triage model, the default preset: Gemma 3 270M with a LoRA adapter (top 12 blocks, two
+# epochs) tuned on the written training chats (triage/training_chats) plus a few generated ones.
+# `make triage-model` rebuilds it: about 2 h 20 min on 2 CPU cores, minutes on a GPU (the
+# committed adapter was trained on one; tools/gpu_finetune). The adapter (11 MB) and its report
+# are committed; `make setup` merges them into the base preset.
 TRIAGE_MODEL := models/triage-gemma3-270m
 TRIAGE_ADAPTER_DIR := models/triage-gemma3-270m-lora
 TRIAGE_TRAIN_WRITTEN := 100
