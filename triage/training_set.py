@@ -20,11 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from triage.parse import MAX_SUMMARY_CHARS
+
 __all__ = ["WRITTEN_DIR", "check_written", "main", "read_written", "training_records"]
 
 WRITTEN_DIR = Path(__file__).with_name("training_chats")
 LABELS = (1, 0, -1)
-SUMMARY_MAX_CHARS = 512
 
 
 def read_written(
@@ -52,8 +53,8 @@ def check_written(rows: Sequence[dict[str, Any]]) -> list[str]:
             problems.append(f"{rid}: sentiment must be 1, 0 or -1")
         if not str(row.get("chat_message", "")).strip():
             problems.append(f"{rid}: empty chat")
-        if not 0 < len(row.get("summary", "")) <= SUMMARY_MAX_CHARS:
-            problems.append(f"{rid}: summary empty or over {SUMMARY_MAX_CHARS} characters")
+        if not 0 < len(row.get("summary", "")) <= MAX_SUMMARY_CHARS:
+            problems.append(f"{rid}: summary empty or over {MAX_SUMMARY_CHARS} characters")
         draft = row.get("draft")
         if row.get("sentiment") == -1:
             if not draft:
