@@ -78,23 +78,3 @@ def test_draft_warnings_name_what_the_reviewer_must_check():
     assert any("9999" in w for w in warned)
     assert any("refund" in w for w in warned)
     assert any("written in" in w for w in draft_warnings("注文が届かず申し訳ございません。", chat))
-
-
-def test_a_draft_record_keeps_its_warnings_through_json():
-    from triage.records import Draft, from_json, to_json
-
-    draft = Draft(
-        chat_id="c1",
-        user_id="u1",
-        chat_message="late",
-        sentiment=-1,
-        summary="late",
-        draft="Sorry.",
-        model_id="m",
-        prompt_version="triage-v3",
-        apology_prompt_version="apology-v2",
-        attempt=1,
-        created_at="2026-11-22T00:00:00+00:00",
-        warnings=("offers what nobody in the chat mentioned: refund",),
-    )
-    assert from_json(Draft, to_json(draft)) == draft

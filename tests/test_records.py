@@ -72,7 +72,11 @@ CHAT = Chat(
     attempt=2,
 )
 
-RECORDS = [TRIAGE, DRAFT, DEAD, DEAD_MINIMAL, CHAT]
+# A draft with the reviewer's warnings: a repeated field, a list in JSON, a tuple again after.
+DRAFT_WARNED = dataclasses.replace(
+    DRAFT, warnings=("offers what nobody in the chat mentioned: refund",)
+)
+RECORDS = [TRIAGE, DRAFT, DRAFT_WARNED, DEAD, DEAD_MINIMAL, CHAT]
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
