@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from triage.parse import MAX_SUMMARY_CHARS
+from triage.synthetic import write_jsonl
 
 __all__ = ["WRITTEN_DIR", "check_written", "main", "read_written", "training_records"]
 
@@ -92,10 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 1
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl(args.out, rows)
     print(f"training_set: {len(rows)} chats ({args.split}) -> {args.out}", file=sys.stderr)
     return 0
 
