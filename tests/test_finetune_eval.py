@@ -114,6 +114,38 @@ def test_lora_on_the_top_blocks_trains_only_their_adapters(tiny_preset):
     assert all(w.path.startswith(top) or f"/{top}/" in w.path for w in trainable)
 
 
+@pytest.mark.model
+def test_the_trained_head_computes_the_adapted_model(records, tiny_preset):
+    """Factored LoRA, cached frozen blocks and the compact vocabulary are a faster route to
+    the same logits as the whole merged model (the loss restricted to the data's tokens)."""
+    import keras_hub
+
+    from triage.training_model import FrozenPrefix, adapted_head, compact_vocabulary, fast_lora
+
+    causal_lm = keras_hub.models.CausalLM.from_preset(tiny_preset)
+    backbone = causal_lm.backbone
+    adapted = enable_lora(backbone, rank=2, top_layers=1)
+    rng = np.random.default_rng(0)
+    for weight in backbone.trainable_weights:  # B starts at zero: make the adapters count
+        weight.assign(rng.normal(0, 0.5, weight.shape).astype("float32"))
+    encoded = _encode(causal_lm.preprocessor.tokenizer, build_examples(records[:3]), 4096)
+    vocab, index = compact_vocabulary([e.ids for e in encoded], backbone.vocabulary_size)
+    start = backbone.num_layers - 1
+    prefix = FrozenPrefix(backbone, start)
+    batches = _Batches(encoded, 3, 0, 1.0, prefix=prefix, target_index=index)
+    x, mask, positions, y, _ = batches.arrays(0)
+    inputs = {"token_ids": x, "padding_mask": mask, "answer_positions": positions}
+    expected = np.asarray(_answer_only_model(causal_lm)(inputs))[..., vocab]
+
+    assert fast_lora(backbone) == adapted
+    prefix.compute([tuple(b) for b in batches.batches], lambda i: batches.arrays(i)[:2])
+    head_inputs, compact_y, _ = batches.batch(0)
+    assert np.array_equal(vocab[compact_y], y)  # targets renumbered, not changed
+    got = np.asarray(adapted_head(backbone, start, vocab)(head_inputs))
+    np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2e-3)
+    assert np.abs(expected).max() > 0.1  # a real comparison, not of zeros
+
+
 def _weights(preset: str) -> list[np.ndarray]:
     import keras_hub
 
