@@ -86,6 +86,33 @@ def test_loss_is_on_the_answer_and_its_end_only(records, tiny_preset):
 
 
 @pytest.mark.model
+def test_fixed_shapes_keep_each_batchs_loss(records, tiny_preset):
+    """One shape per width, short batches filled with weightless rows, and every batch's mean
+    over its answer slots unchanged: fewer compilations without reweighting the data."""
+    import keras_hub
+
+    tokenizer = keras_hub.models.Tokenizer.from_preset(tiny_preset)
+    encoded = _encode(tokenizer, build_examples(records), max_length=4096)
+    fixed = _Batches(
+        encoded, batch_size=16, seed=0, boost=4.0, tokens_per_batch=1024, fixed_shapes=True
+    )
+    shapes = {}
+    for index, members in enumerate(fixed.batches):
+        x, _, _, y, weight = fixed.arrays(index)
+        assert x.shape[1] % 64 == 0 and y.shape[1] == fixed._answer_width
+        assert shapes.setdefault(x.shape[1], x.shape) == x.shape  # one shape per width
+        assert not weight[len(members) :].any()  # filler rows teach nothing
+        # the loss Keras takes is sum(weight * ce) / weight.size: the same per slot as the
+        # natural batch of these rows, whose answers are padded to their own width
+        natural = max(fixed._shape(encoded[i])[1] for i in members) * len(members)
+        for row, i in enumerate(members):
+            item = encoded[i]
+            n = len(item.ids) - item.answer_start
+            assert list(y[row][:n]) == item.ids[item.answer_start :]
+            assert weight[row][:n].min() * natural / weight.size == pytest.approx(1.0)
+
+
+@pytest.mark.model
 def test_answer_only_logits_equal_the_full_models_at_those_positions(records, tiny_preset):
     """The training model computes the output projection only where the loss is taken; what it
     computes there must be exactly the causal LM's logits."""
