@@ -5,7 +5,7 @@ A LoRA run on this project's 2-core CPU spent most of each step on work that cha
   full kernel gradient of every adapted projection; `x @ W + (x @ A) @ B` needs only the two
   small factor gradients (the same function, ~10% of a step).
 - The loss needs logits only at answer positions, and only over the tokens the training set
-  uses (22,007 of 262,144 for ours): the full softmax over the vocabulary took more than half
+  uses (17,171 of 262,144 for ours): the full softmax over the vocabulary took more than half
   of a step. The committed adapter was trained on a GPU with the same restriction.
 - The blocks below the adapted ones are frozen, so their output for a batch is the same in
   every epoch: it is computed once and kept (about 1 GB for our data).
