@@ -68,8 +68,8 @@ CHAT = Chat(
     user_id="u-1",
     chat_message="late",
     payload=RAW,
-    extra={"channel": "web", "n": [1, None]},
     attempt=2,
+    attributes={"attempt": "2"},
 )
 
 # A draft with the reviewer's warnings: a repeated field, a list in JSON, a tuple again after.
@@ -242,8 +242,8 @@ class _Union:
 
 
 def test_schema_rejects_types_without_a_bigquery_type():
-    # Chat.extra is a dict: Chat is not a table row.
-    with pytest.raises(TypeError, match="extra"):
+    # Chat.attributes is a dict: Chat is not a table row.
+    with pytest.raises(TypeError, match="attributes"):
         bigquery_schema(Chat)
     with pytest.raises(TypeError, match="value"):
         bigquery_schema(_Union)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import json
+import pickle
 import random
 from typing import Any
 
@@ -64,7 +66,6 @@ def test_valid_string_ids():
         user_id="u-1",
         chat_message="My pizza was late.",
         payload=payload,
-        extra={},
         attempt=1,
     )
 
@@ -95,12 +96,40 @@ def test_attempt_is_carried():
     assert chat.attempt == 3
 
 
-def test_extra_fields_are_kept():
+def test_extra_fields_are_accepted_and_kept_only_as_bytes():
+    """Unused fields travel in the payload, not parsed: a 1 MiB `[{}, ...]` was 25 MB each."""
     obj = message(channel="web", meta={"lang": "ko", "tags": [1, 2]}, score=None)
-    chat = parse_chat(encode(obj))
+    payload = encode(obj)
+    chat = parse_chat(payload)
     assert isinstance(chat, Chat)
-    assert chat.extra == {"channel": "web", "meta": {"lang": "ko", "tags": [1, 2]}, "score": None}
-    assert not {"id", "user_id", "chat_message"} & chat.extra.keys()
+    assert chat.payload == payload
+    assert {f.name for f in dataclasses.fields(Chat)} == {
+        "chat_id",
+        "user_id",
+        "chat_message",
+        "payload",
+        "attempt",
+        "message_id",
+        "attributes",
+    }
+    filler = encode(message(filler=[{}] * 150_000))
+    assert len(filler) < MAX_PAYLOAD_BYTES
+    parsed = parse_chat(filler)
+    assert isinstance(parsed, Chat)
+    assert len(pickle.dumps(parsed)) < 2 * len(filler)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("where", ["extra", "nested", "id"])
+def test_non_finite_number_literals_are_not_json(literal, where):
+    body = {
+        "extra": '{"id": "c-1", "user_id": "u-1", "chat_message": "hi", "score": %s}',
+        "nested": '{"id": "c-1", "user_id": "u-1", "chat_message": "hi", "m": {"a": [1, %s]}}',
+        "id": '{"id": %s, "user_id": "u-1", "chat_message": "hi"}',
+    }[where] % literal
+    result = parse_chat(body.encode())
+    assert isinstance(result, Rejection)
+    assert result.reason == "not_json" and literal in result.detail
 
 
 def test_leading_utf8_bom_is_accepted_and_kept_in_payload():
@@ -384,3 +413,15 @@ def test_parse_chat_never_raises_on_arbitrary_bytes():
             assert result.payload == payload
             result.chat_message.encode("utf-8")
             assert result.chat_message.strip()
+
+
+def test_count_lines_splits_as_the_reader_does(tmp_path):
+    from triage.sources import count_lines
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"a": 1}\r\n\r\n  \n{"b": 2}\n\n{"c": 3}')  # no newline at the end
+    assert count_lines(str(path)) == (6, 3)
+    path.write_bytes(b"x\n")
+    assert count_lines(str(path)) == (1, 0)
+    path.write_bytes(b"")
+    assert count_lines(str(path)) == (0, 0)

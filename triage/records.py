@@ -73,7 +73,6 @@ class Chat:
     user_id: str
     chat_message: str
     payload: bytes
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     attempt: int = 1
     # Pub/Sub's id and attributes of the message that carried it, so a redelivery is recognised.
     message_id: str | None = None
