@@ -106,15 +106,23 @@ def test_constrained_noise_becomes_summaries_and_drafts(tiny_preset, tmp_path):
 
 
 def test_triage_run_cli_counts_add_up(tiny_preset, tmp_path):
-    """The issue's acceptance command, as a user runs it."""
+    """The issue's acceptance command, as a user runs it, on the examples with blank lines
+    between them: every line read is an output or a counted blank line."""
     out_dir = tmp_path / "out"
+    chats = tmp_path / "chats.jsonl"
+    blanks = [b"", b"   ", b"\r"]  # an empty line, spaces, and an empty CRLF line
+    lines = []
+    for i, payload in enumerate(_payloads()):
+        lines += [payload, blanks[i % 3]] if i % 4 == 0 else [payload]
+    chats.write_bytes(b"\n".join(lines))  # the last line has no newline
+    n_blank = sum(1 for line in lines if not line.strip())
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     proc = subprocess.run(
         [
             str(Path(sys.executable).parent / "triage"),
             "run",
             "--input",
-            str(EXAMPLES),
+            str(chats),
             "--output-dir",
             str(out_dir),
             f"--model_preset={tiny_preset}",
@@ -135,8 +143,8 @@ def test_triage_run_cli_counts_add_up(tiny_preset, tmp_path):
     assert sum(counts.values()) == len(_payloads())
     assert counts["dead_letters"] >= _n_invalid()
     assert (
-        f"{counts['summaries']} summaries, {counts['drafts']} drafts, "
-        f"{counts['dead_letters']} dead letters" in proc.stderr
+        f"{len(lines)} lines read -> {counts['summaries']} summaries, {counts['drafts']} drafts, "
+        f"{counts['dead_letters']} dead letters, {n_blank} blank lines skipped" in proc.stderr
     )
     for line in (out_dir / OUTPUT_FILES["dead_letters"]).read_text("utf-8").splitlines():
         assert json.loads(line)["reason"]

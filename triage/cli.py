@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-__all__ = ["configure_logging", "main", "parse_reply_lines"]
+__all__ = ["configure_logging", "direct_runner_refusal", "main", "parse_reply_lines"]
 
 
 def configure_logging(verbose: bool) -> None:
@@ -91,7 +91,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from triage.options import TriageOptions
     from triage.pipeline import build_pipeline
     from triage.sinks import OUTPUT_FILES, WriteJsonLines
-    from triage.sources import ReadJsonLines
+    from triage.sources import ReadJsonLines, count_lines
 
     if not os.path.exists(args.input):
         print(f"triage run: no such input file: {args.input}", file=sys.stderr)
@@ -110,12 +110,17 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     for name, filename in OUTPUT_FILES.items():
         with open(os.path.join(args.output_dir, filename), encoding="utf-8") as f:
             counts[name] = sum(1 for line in f if line.strip())
+    lines, blank = count_lines(args.input)
     print(
-        "triage run: {summaries} summaries, {drafts} drafts, {dead_letters} dead letters".format(
-            **counts
-        ),
+        f"triage run: {lines} lines read -> {counts['summaries']} summaries, "
+        f"{counts['drafts']} drafts, {counts['dead_letters']} dead letters, "
+        f"{blank} blank lines skipped",
         file=sys.stderr,
     )
+    missing = lines - blank - sum(counts.values())
+    if missing:  # every line is an output or a skipped blank one; anything else is a bug
+        print(f"triage run: {missing} lines have no outcome", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -136,6 +141,21 @@ _DELEGATED = {
 _STREAMING_FLAGS = ("input_subscription", "summaries_table", "dead_letter_table", "drafts_topic")
 
 
+def direct_runner_refusal(runner: str, allowed: bool) -> str | None:
+    """Why a streaming run must not start, or None. Beam's DirectRunner acknowledges a Pub/Sub
+    message as soon as it pulls it, so whatever is in flight when the process dies is gone
+    from the subscription and never reaches a sink. On the emulator that is a demo; on a real
+    subscription it loses customers' chats."""
+    if "Direct" not in runner or allowed or os.environ.get("PUBSUB_EMULATOR_HOST"):
+        return None
+    return (
+        "refusing to read a real Pub/Sub subscription with the DirectRunner: it acks each "
+        "message on pull, so a crash or restart loses the chats in flight. Run on Dataflow "
+        "(--runner=DataflowRunner), use the emulator (PUBSUB_EMULATOR_HOST), or pass "
+        "--allow_direct_runner_pubsub to accept that loss."
+    )
+
+
 def _run_streaming(beam_args: list[str]) -> int:
     """Pub/Sub in, BigQuery and Pub/Sub out, until cancelled (Ctrl-C here, or on Dataflow)."""
     from apache_beam.options.pipeline_options import StandardOptions
@@ -151,10 +171,14 @@ def _run_streaming(beam_args: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    runner = str(options.view_as(StandardOptions).runner or "DirectRunner")
+    refusal = direct_runner_refusal(runner, options.allow_direct_runner_pubsub)
+    if refusal:
+        print(f"triage run: {refusal}", file=sys.stderr)
+        return 2
     pipeline = streaming_pipeline(options)
     print(f"triage run: streaming from {options.input_subscription}", file=sys.stderr)
     result = pipeline.run()
-    runner = str(options.view_as(StandardOptions).runner or "")
     if "Dataflow" in runner:  # submitted: the job runs on Dataflow, not in this process
         print(f"triage run: submitted Dataflow job {getattr(result, 'job_id', lambda: '?')()}")
         return 0

@@ -7,7 +7,7 @@ from apache_beam.coders import BytesCoder
 
 from triage import metrics
 
-__all__ = ["ReadFromSubscription", "ReadJsonLines"]
+__all__ = ["ReadFromSubscription", "ReadJsonLines", "count_lines"]
 
 
 def _not_blank(line: bytes) -> bool:
@@ -15,6 +15,22 @@ def _not_blank(line: bytes) -> bool:
         return True
     metrics.counter(metrics.BLANK_LINES).inc()
     return False
+
+
+def count_lines(path: str) -> tuple[int, int]:
+    """(lines, blank lines) of a file as `ReadJsonLines` splits it (on `\\n`, a `\\r` before
+    it dropped), so file mode can show that every line was either an output or skipped."""
+    lines = blank = 0
+    tail = b""
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            *complete, tail = (tail + chunk).split(b"\n")
+            lines += len(complete)
+            blank += sum(1 for line in complete if not line.strip())
+    if tail:  # a last line without a newline
+        lines += 1
+        blank += not tail.strip()
+    return lines, blank
 
 
 class ReadJsonLines(beam.PTransform):
