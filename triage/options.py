@@ -95,6 +95,12 @@ class TriageOptions(PipelineOptions):
         io.add_argument("--dead_letter_table", default=None, help="PROJECT.DATASET.TABLE")
         io.add_argument("--drafts_topic", default=None, help="projects/P/topics/T for review")
         io.add_argument(
+            "--allow_direct_runner_pubsub",
+            action="store_true",
+            help="read a real Pub/Sub subscription with the DirectRunner, which acks each "
+            "message when it pulls it: a crash loses every chat in flight (refused without it)",
+        )
+        io.add_argument(
             "--write_retry_secs",
             type=float,
             default=120.0,
