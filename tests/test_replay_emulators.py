@@ -147,3 +147,56 @@ def test_repair_then_replay_until_success_or_the_attempt_cap(bq):
         ("hopeless", 3),
     ]
     assert any("triage_parse / truncated_json" in line for line in report)
+
+
+def test_a_refused_row_is_recorded_as_failed_and_the_run_goes_on(bq):
+    """The oldest dead letter cannot be rewritten (its stored row is not a summary): replay
+    records `failed` with the reason, replays the others, and a later run tries the never-tried
+    dead letters before the one that keeps failing."""
+    from triage.bigquery_sink import RowWriter
+    from triage.records import DeadLetter
+
+    prefix = f"f{uuid.uuid4().hex[:6]}-"
+    infra, _ = fresh_infra(prefix)
+    writer = RowWriter(infra.dead_letter_table, DeadLetter)
+
+    def dead(chat_id: str, stage: str, payload: bytes, at: str) -> DeadLetter:
+        return DeadLetter(stage, "write_failed", "x", payload, chat_id=chat_id, failed_at=at)
+
+    writer.write(
+        [
+            dead("bad", "write_summary", b'{"not": "a summary"}', "2026-11-01T00:00:00.000Z"),
+            dead("ok", "validate", msg("ok", "hello"), "2026-11-02T00:00:00.000Z"),
+        ]
+    )
+
+    def replay_cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [TRIAGE, "replay", *args, "--project", PROJECT, "--prefix", prefix],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    first = replay_cli()
+    assert first.returncode == 1, first.stderr[-2000:]  # something needs a look
+    lines = first.stdout.strip().splitlines()
+    assert lines[-1].endswith(
+        "1 republished, 0 rewritten; 0 left dead at the attempt cap; 1 failed"
+    )
+    assert any(line.split()[0] == "failed" and "chat bad" in line for line in lines)
+    ledger = {r["chat_id"]: r for r in rows(bq, infra.replays_table)}
+    assert ledger["ok"]["action"] == "republished" and ledger["ok"]["detail"] is None
+    assert ledger["bad"]["action"] == "failed" and "TypeError" in ledger["bad"]["detail"]
+
+    # A newer dead letter, never tried, comes before the one that failed, whatever its age.
+    writer.write([dead("new", "validate", msg("new", "hi"), "2026-11-03T00:00:00.000Z")])
+    writer.close()
+    second = replay_cli("--limit", "1")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "chat new" in second.stdout
+    third = replay_cli()  # the failing one is tried again, and fails again: both recorded
+    assert third.returncode == 1 and "1 dead letters selected" in third.stdout
+    failures = [r for r in rows(bq, infra.replays_table) if r["action"] == "failed"]
+    assert len(failures) == 2 and {r["chat_id"] for r in failures} == {"bad"}

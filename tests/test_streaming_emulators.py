@@ -312,3 +312,39 @@ def test_bigquery_outage_then_every_row_exactly_once(infra, bq_direct, services,
     dead_ids = [r["chat_id"] for r in rows(bq_direct, names.dead_letter_table, "chat_id")]
     assert sorted(summary_ids) == sorted(expected_summaries)  # each exactly once
     assert sorted(dead_ids) == sorted(expected_dead)
+
+
+def test_a_near_limit_message_becomes_a_dead_letter_that_fits(infra, bq_direct, tmp_path):
+    """A 9 MB message with an absurd attempt attribute: its dead letter holds a prefix, the
+    size and the hash, the full bytes go to the blob store, and the writer is not jammed."""
+    import hashlib
+
+    from triage.dead_letters import MAX_ATTEMPT, PAYLOAD_PREFIX_BYTES, read_payload
+    from triage.gcp import publisher_client
+
+    names, _ = infra
+    big = msg("huge", "x" * 9_000_000)
+    blobs = tmp_path / "blobs"
+    run = StreamingRun(
+        names, [f"--dead_letter_blobs={blobs}"], handlers=scripted(), token_counter=byte_counter
+    ).start()
+    try:
+        publisher = publisher_client()
+        publisher.publish(names.input_topic, big, attempt="9" * 40).result(timeout=60)
+        publish_lines(names.input_topic, [ROUTING["pos"][0]])
+        wait_until(
+            lambda: (
+                count(bq_direct, names.dead_letter_table) >= 1
+                and count(bq_direct, names.summaries_table) >= 1
+            ),
+            120,
+            "the dead letter and the chat after it",
+        )
+    finally:
+        run.cancel()
+    (dead,) = rows(bq_direct, names.dead_letter_table)
+    assert (dead["chat_id"], dead["reason"]) == (None, "payload_too_large")
+    assert len(dead["payload"]) == PAYLOAD_PREFIX_BYTES and dead["payload_bytes"] == len(big)
+    assert dead["payload_sha256"] == hashlib.sha256(big).hexdigest()
+    assert dead["attempt"] == MAX_ATTEMPT
+    assert read_payload(dead["payload_uri"]) == big

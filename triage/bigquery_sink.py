@@ -12,6 +12,7 @@ cannot reach an emulator: one code path for tests and production.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import apache_beam as beam
 
 from triage import metrics
+from triage.dead_letters import keep_last_resort
 from triage.gcp import bigquery_client, ensure_table, split_table
 from triage.records import ROW_ID, DeadLetter, row_id, to_dict, to_json
 from triage.retry import RetriesExhausted, with_backoff
@@ -28,18 +30,39 @@ __all__ = ["InsertRows", "RowWriter", "WriteRecordsToBigQuery", "batch_rows"]
 LOG = logging.getLogger(__name__)
 
 
+# insertAll takes 10 MB a request; requests are cut at half that, so JSON escaping and the
+# request envelope never tip one over.
+MAX_REQUEST_BYTES = 5_000_000
+
+
+def _by_size(rows: dict[str, dict[str, Any]], limit: int) -> list[list[str]]:
+    """Row ids in chunks whose JSON stays under `limit` bytes (a larger row alone)."""
+    chunks: list[list[str]] = []
+    size = 0
+    for rid, row in rows.items():
+        n = len(json.dumps(row, ensure_ascii=False).encode("utf-8")) + len(rid) + 64
+        if not chunks or size + n > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(rid)
+        size += n
+    return chunks
+
+
 class RowWriter:
     """Exactly-once, retried writes of records to one table; used by the pipeline's sink and by
     `triage replay`. `write` returns (record, why) for the rows BigQuery refused, and raises
     `RetriesExhausted` (or a permanent error) when the table cannot be reached at all."""
 
-    def __init__(self, table: str, record_type: type, retry_secs: float = 120.0):
+    def __init__(
+        self, table: str, record_type: type, retry_secs: float = 120.0, client: Any = None
+    ):
         self.table = table
         self._record_type = record_type
         self._retry_secs = retry_secs
         self.written = 0
         self.already_present = 0
-        self._client = bigquery_client(split_table(table)[0])
+        self._client = client or bigquery_client(split_table(table)[0])
         with_backoff(
             lambda: ensure_table(self._client, table, record_type),
             retry_secs,
@@ -62,18 +85,47 @@ class RowWriter:
         )
         return {row[0] for row in job.result(timeout=60, retry=None)}
 
+    def stored_rows(self, rid: str) -> list[dict[str, Any]]:
+        """Every row stored under `rid`: more than one only when two writers raced past the
+        lookup (BigQuery's insertId deduplication is best effort)."""
+        from google.cloud import bigquery
+
+        job = self._client.query(
+            f"SELECT * FROM `{self.table}` WHERE {ROW_ID} = @id",
+            job_config=bigquery.QueryJobConfig(
+                query_parameters=[bigquery.ScalarQueryParameter("id", "STRING", rid)]
+            ),
+        )
+        return [dict(row) for row in job.result(timeout=60)]
+
     def _insert_missing(self, rows: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
         """One attempt: skip rows already there, insert the rest; (row id, errors) refused."""
         present = self._present(list(rows))
         todo = [rid for rid in rows if rid not in present]
         self.already_present += len(rows) - len(todo)
-        if not todo:
-            return []
-        errors = self._client.insert_rows_json(
-            self.table, [rows[rid] for rid in todo], row_ids=todo, retry=None, timeout=60
-        )
-        self.written += len(todo) - len(errors)
-        return [(todo[e["index"]], e.get("errors")) for e in errors]
+        refused: list[tuple[str, Any]] = []
+        for chunk in _by_size({rid: rows[rid] for rid in todo}, MAX_REQUEST_BYTES):
+            refused += self._insert(chunk, rows)
+        return refused
+
+    def _insert(self, ids: list[str], rows: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
+        """Insert `ids`; a request BigQuery refuses as a whole (400, 413) is split in halves
+        until the one row it is about is refused alone, instead of failing all of them."""
+        from google.api_core.exceptions import GoogleAPICallError
+
+        try:
+            errors = self._client.insert_rows_json(
+                self.table, [rows[rid] for rid in ids], row_ids=ids, retry=None, timeout=60
+            )
+        except GoogleAPICallError as err:
+            if getattr(err, "code", None) not in (400, 413):
+                raise
+            if len(ids) == 1:
+                return [(ids[0], f"HTTP {err.code}: {str(err)[:500]}")]
+            half = len(ids) // 2
+            return self._insert(ids[:half], rows) + self._insert(ids[half:], rows)
+        self.written += len(ids) - len(errors)
+        return [(ids[e["index"]], e.get("errors")) for e in errors]
 
     def write(self, records: Iterable[Any]) -> list[tuple[Any, str]]:
         by_id = {row_id(r): r for r in records}  # the same row twice in a batch is one row
@@ -94,9 +146,12 @@ class InsertRows(beam.DoFn):
       record_type: the records' dataclass.
       stage: the dead-letter stage for rows that could not be written.
       retry_secs: how long transient errors (outages, 5xx, 429) are retried per batch.
-      dead_letter_on_failure: False for the dead-letter table itself: there is nowhere further
-        to send its rows, so exhausted retries raise and the runner retries the bundle (with
-        row ids, that is safe), rather than losing them.
+      dead_letter_on_failure: False for the dead-letter table itself. There is no further
+        table: exhausted retries (an outage) raise and the runner retries the bundle (with row
+        ids, that is safe); a row BigQuery refuses for good goes to
+        `triage.dead_letters.keep_last_resort` (the blob store and the log), so one bad row
+        cannot block the stage forever.
+      blobs: the blob store for `keep_last_resort` (`--dead_letter_blobs`).
     """
 
     def __init__(
@@ -106,12 +161,14 @@ class InsertRows(beam.DoFn):
         stage: str,
         retry_secs: float = 120.0,
         dead_letter_on_failure: bool = True,
+        blobs: str | None = None,
     ):
         self._table = table
         self._record_type = record_type
         self._stage = stage
         self._retry_secs = retry_secs
         self._dead_letter_on_failure = dead_letter_on_failure
+        self._blobs = blobs
         self._rows_written = metrics.counter(f"rows_written_{split_table(table)[2]}")
         self._rows_skipped = metrics.counter(f"rows_already_present_{split_table(table)[2]}")
         self._write_failures = metrics.counter(metrics.WRITE_FAILURES)
@@ -139,7 +196,8 @@ class InsertRows(beam.DoFn):
         for record, detail in failures:
             self._write_failures.inc()
             if not self._dead_letter_on_failure:
-                raise RuntimeError(f"{self._table}: {detail}")
+                keep_last_resort(record, f"{self._table}: {detail}", self._blobs)
+                continue
             LOG.error("could not write %s to %s: %s", row_id(record), self._table, detail)
             yield DeadLetter(
                 stage=self._stage,
@@ -171,9 +229,12 @@ class WriteRecordsToBigQuery(beam.PTransform):
         max_wait_secs: float = 2.0,
         retry_secs: float = 120.0,
         dead_letter_on_failure: bool = True,
+        blobs: str | None = None,
     ):
         super().__init__()
-        self._insert = InsertRows(table, record_type, stage, retry_secs, dead_letter_on_failure)
+        self._insert = InsertRows(
+            table, record_type, stage, retry_secs, dead_letter_on_failure, blobs
+        )
         self._batch_size = batch_size
         self._max_wait_secs = max_wait_secs
 

@@ -101,6 +101,10 @@ def count_outcomes(bq: Any, infra: Any, drafts: DraftCounter) -> Outcome:
     )
 
 
+# Where the demo keeps the full bytes of dead letters too large for a row (GCS in production).
+DEMO_BLOBS = "out/dead-letter-blobs"
+
+
 class StreamingRun:
     """The streaming pipeline, started in this process and cancelled when done."""
 
@@ -273,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         publish_lines(infra.input_topic, payloads)
 
         _say("demo: running the streaming pipeline (DirectRunner); loading the model ...")
+        if not any(a.startswith("--dead_letter_blobs") for a in beam_args):
+            beam_args = [*beam_args, f"--dead_letter_blobs={os.path.abspath(DEMO_BLOBS)}"]
         run = StreamingRun(infra, beam_args).start()
         bq = bigquery_client(PROJECT)
         drafts = DraftCounter(audit)

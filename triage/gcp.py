@@ -163,7 +163,8 @@ PARTITION_FIELDS = {
 
 def ensure_table(client: Any, table: str, record_type: type) -> None:
     """Create the dataset and table if missing, with the schema derived from `record_type`,
-    partitioned by day on the record's time field."""
+    partitioned by day on the record's time field; add the nullable columns a newer
+    `record_type` has to an existing table."""
     from google.cloud import bigquery
 
     from triage.records import table_schema
@@ -181,6 +182,12 @@ def ensure_table(client: Any, table: str, record_type: type) -> None:
             type_=bigquery.TimePartitioningType.DAY, field=partition
         )
     client.create_table(definition, exists_ok=True)
+    existing = client.get_table(definition.reference)
+    names = {field.name for field in existing.schema}
+    added = [f for f in schema if f.name not in names and f.mode == "NULLABLE"]
+    if added:  # a table from an older version: nullable columns are added in place
+        existing.schema = [*existing.schema, *added]
+        client.update_table(existing, ["schema"])
 
 
 def ensure_infrastructure(infra: Infrastructure) -> None:

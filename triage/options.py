@@ -95,6 +95,12 @@ class TriageOptions(PipelineOptions):
         io.add_argument("--dead_letter_table", default=None, help="PROJECT.DATASET.TABLE")
         io.add_argument("--drafts_topic", default=None, help="projects/P/topics/T for review")
         io.add_argument(
+            "--dead_letter_blobs",
+            default=None,
+            help="gs://BUCKET/PATH (or a local folder in demos) for the full bytes of dead "
+            "letters over 64 KiB, and rows the dead-letter table refuses",
+        )
+        io.add_argument(
             "--allow_direct_runner_pubsub",
             action="store_true",
             help="read a real Pub/Sub subscription with the DirectRunner, which acks each "

@@ -280,6 +280,7 @@ def streaming_pipeline(
             drafts_topic=options.drafts_topic,
             retry_secs=options.write_retry_secs,
             max_wait_secs=max_wait_secs,
+            blobs=options.dead_letter_blobs,
         ),
         options,
         handlers=handlers,

@@ -28,6 +28,7 @@ __all__ = [
     "bigquery_schema",
     "from_dict",
     "from_json",
+    "review_row_id",
     "row_id",
     "table_schema",
     "to_dict",
@@ -134,6 +135,11 @@ class DeadLetter:
     # How many in-pipeline repair prompts were tried on this chat's reply before giving up.
     repairs: int = 0
     failed_at: str = dataclasses.field(default_factory=utc_now)
+    # Set where the payload was cut to fit a row (triage.dead_letters): its full size and
+    # sha256, and where the full bytes are kept when a blob store is configured.
+    payload_bytes: int | None = None
+    payload_sha256: str | None = None
+    payload_uri: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,10 +151,12 @@ class Replay:
     stage: str
     reason: str
     attempt: int
-    # "republished" (sent to the input topic), "rewritten" (a stored row written again), or
-    # "attempt_cap" (left dead: the chat failed too many times).
+    # "republished" (sent to the input topic), "rewritten" (a stored row written again),
+    # "attempt_cap" (left dead: the chat failed too many times), or "failed" (the action was
+    # refused or timed out; `detail` says why, and a later run tries it again).
     action: str
     replayed_at: str = dataclasses.field(default_factory=utc_now)
+    detail: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +274,11 @@ def bigquery_schema(cls: type) -> list[dict[str, str]]:
 ROW_ID = "row_id"
 
 
+def review_row_id(draft_id: str) -> str:
+    """One decision per draft, whoever clicks twice and on whichever app instance."""
+    return f"{draft_id}/review"
+
+
 def row_id(record: TriageResult | Draft | DeadLetter | Replay | Review) -> str:
     """The idempotency key of a stored row: the same chat at the same stage always gets the same
     id, so a redelivered or replayed message never adds a second row.
@@ -278,14 +291,17 @@ def row_id(record: TriageResult | Draft | DeadLetter | Replay | Review) -> str:
         return f"{record.chat_id}/summary"
     if isinstance(record, Draft):
         return f"{record.chat_id}/draft"
-    if isinstance(record, Replay):
+    if isinstance(record, Replay):  # one success per dead letter; every failure is a fact
+        if record.action == "failed":
+            return f"{record.dead_letter_row_id}/failed/{record.replayed_at}"
         return record.dead_letter_row_id
     if isinstance(record, Review):
-        return f"{record.draft_id}/review"  # one decision per draft, whoever clicks twice
+        return review_row_id(record.draft_id)
     if record.chat_id is not None:
         who = f"chat:{record.chat_id}"
     else:
-        who = "sha256:" + hashlib.sha256(record.payload).hexdigest()[:32]
+        digest = record.payload_sha256 or hashlib.sha256(record.payload).hexdigest()
+        who = "sha256:" + digest[:32]
     return f"{who}/{record.stage}/{record.attempt}"
 
 

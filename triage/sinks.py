@@ -48,8 +48,10 @@ class WriteJsonLines(beam.PTransform):
 class WriteToGcp(beam.PTransform):
     """Summaries and dead letters to BigQuery, drafts to the review topic on Pub/Sub.
 
-    A summary or draft that cannot be written becomes a dead letter, so the count still adds up;
-    dead letters that cannot be written make the bundle fail and be retried by the runner.
+    A summary or draft that cannot be written becomes a dead letter, so the count still adds up.
+    Dead letters are cut to fit a row first (`triage.dead_letters`, full payloads in `blobs`);
+    an outage of their table makes the bundle fail and be retried by the runner, and a row
+    refused for good is kept in the last-resort sink.
     """
 
     def __init__(
@@ -60,8 +62,10 @@ class WriteToGcp(beam.PTransform):
         drafts_topic: str,
         retry_secs: float = 120.0,
         max_wait_secs: float = 2.0,
+        blobs: str | None = None,
     ):
         super().__init__()
+        self._blobs = blobs
         self._summaries_table = summaries_table
         self._dead_letter_table = dead_letter_table
         self._drafts_topic = drafts_topic
@@ -70,6 +74,7 @@ class WriteToGcp(beam.PTransform):
 
     def expand(self, outputs):
         from triage.bigquery_sink import WriteRecordsToBigQuery
+        from triage.dead_letters import fit_dead_letter
         from triage.pubsub_sink import PublishDrafts
         from triage.records import DeadLetter, Stage, TriageResult
 
@@ -85,11 +90,17 @@ class WriteToGcp(beam.PTransform):
             unwritten_summaries,
             unpublished_drafts,
         ) | "WithWriteFailures" >> beam.Flatten()
-        _ = all_dead | "WriteDeadLetters" >> WriteRecordsToBigQuery(
-            self._dead_letter_table,
-            DeadLetter,
-            "write_dead_letter",
-            dead_letter_on_failure=False,
-            **timing,
+        _ = (
+            all_dead
+            | "FitDeadLetters" >> beam.Map(fit_dead_letter, self._blobs)
+            | "WriteDeadLetters"
+            >> WriteRecordsToBigQuery(
+                self._dead_letter_table,
+                DeadLetter,
+                "write_dead_letter",
+                dead_letter_on_failure=False,
+                blobs=self._blobs,
+                **timing,
+            )
         )
         return beam.pvalue.PDone(outputs.summaries.pipeline)

@@ -15,6 +15,7 @@ from typing import Any
 import apache_beam as beam
 
 from triage import metrics
+from triage.dead_letters import clamp_attempt
 from triage.records import Chat, DeadLetter, Stage
 
 __all__ = ["MAX_ID_CHARS", "MAX_PAYLOAD_BYTES", "Rejection", "ValidateChats", "parse_chat"]
@@ -146,7 +147,7 @@ def _unpack(message: Any) -> tuple[Any, dict[str, str], str | None]:
 def _attempt(attributes: dict[str, str]) -> int:
     """Replays carry an `attempt` attribute; anything unreadable counts as a first attempt."""
     try:
-        return max(1, int(attributes.get("attempt", "1")))
+        return clamp_attempt(int(attributes.get("attempt", "1")))
     except (TypeError, ValueError):
         return 1
 
