@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS drafts (
 );
 CREATE INDEX IF NOT EXISTS drafts_waiting ON drafts (state, drafted_at);
 """
+# Added after the first release: a file from then gets them on open.
+_COLUMNS = {"review": "TEXT", "published_at": "TEXT"}
 
 
 def guess_language(text: str) -> str:
@@ -74,9 +76,11 @@ class StoredDraft:
     drafted_at: str
     received_at: str
     ack_id: str | None
-    state: str  # waiting | decided
+    state: str  # waiting | deciding (recorded here, not yet stored everywhere) | decided
     lease_holder: str | None
     lease_until: str | None
+    review: dict[str, Any] | None = None  # the decision, recorded before any I/O
+    published_at: str | None = None  # when an approval reached the approved topic
 
     def leased_to_other(self, reviewer: str, now: datetime) -> bool:
         return (
@@ -98,6 +102,8 @@ def _row(row: sqlite3.Row) -> StoredDraft:
         state=row["state"],
         lease_holder=row["lease_holder"],
         lease_until=row["lease_until"],
+        review=json.loads(row["review"]) if row["review"] else None,
+        published_at=row["published_at"],
     )
 
 
@@ -111,6 +117,10 @@ class DraftStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(drafts)")}
+        for name, kind in _COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE drafts ADD COLUMN {name} {kind}")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -210,6 +220,43 @@ class DraftStore:
                 (draft_id, reviewer),
             )
 
+    def record_decision(self, draft_id: str, review: dict[str, Any], reviewer: str) -> bool:
+        """Record `review` as the draft's decision, once: True if this call recorded it; False
+        if a decision was recorded before (read it with `get`), or `reviewer` lost the lease.
+        Nothing else happens to a decision before this, so a crash after it is completed by
+        `ReviewQueue.complete_pending`, never replaced."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE drafts SET state = 'deciding', review = ?"
+                " WHERE draft_id = ? AND state = 'waiting' AND review IS NULL"
+                " AND (lease_holder IS NULL OR lease_holder = ?)",
+                (json.dumps(review, ensure_ascii=False), draft_id, reviewer),
+            )
+            return cur.rowcount == 1
+
+    def adopt_decision(self, draft_id: str, review: dict[str, Any]) -> None:
+        """Replace this instance's recorded decision by the one stored first in BigQuery (by
+        another app instance): the only change a recorded decision ever gets."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE drafts SET review = ? WHERE draft_id = ?",
+                (json.dumps(review, ensure_ascii=False), draft_id),
+            )
+
+    def mark_published(self, draft_id: str, now: datetime) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE drafts SET published_at = ? WHERE draft_id = ?", (now.isoformat(), draft_id)
+            )
+
+    def deciding(self) -> list[StoredDraft]:
+        """Decisions recorded but not yet completed (stored, published, acknowledged)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM drafts WHERE state = 'deciding' ORDER BY draft_id"
+            ).fetchall()
+        return [_row(r) for r in rows]
+
     def mark_decided(self, draft_id: str, now: datetime) -> str | None:
         """Record that the decision is stored; returns the ack id to acknowledge."""
         with self._tx() as db:
@@ -222,9 +269,10 @@ class DraftStore:
         return row[0] if row else None
 
     def pending_ack_ids(self) -> list[str]:
-        """Ack ids of undecided drafts: their Pub/Sub deadlines are extended while they wait."""
+        """Ack ids of drafts not yet decided everywhere: their Pub/Sub deadlines are extended
+        while they wait."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT ack_id FROM drafts WHERE state = 'waiting' AND ack_id IS NOT NULL"
+                "SELECT ack_id FROM drafts WHERE state != 'decided' AND ack_id IS NOT NULL"
             ).fetchall()
         return [r[0] for r in rows]

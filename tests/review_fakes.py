@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 from review.queue import ReviewQueue, ReviewTargets
 from review.store import DraftStore
+from triage.records import to_dict
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 TARGETS = ReviewTargets(
@@ -69,8 +70,16 @@ class FakeSubscriber:
 class FakePublisher:
     log: list
     published: list = field(default_factory=list)
+    fail_next: int = 0  # publishes that time out, without landing
 
     def publish(self, topic, data, **attributes):
+        if self.fail_next:
+            self.fail_next -= 1
+
+            def timeout(timeout):
+                raise TimeoutError("publish timed out")
+
+            return SimpleNamespace(result=timeout)
         self.log.append("publish")
         self.published.append((topic, json.loads(data), attributes))
         return SimpleNamespace(result=lambda timeout: "m1")
@@ -86,9 +95,14 @@ class FakeWriter:
         if self.fail:
             raise RuntimeError("BigQuery is down")
         for r in records:
-            self.log.append("write")
-            self.rows.setdefault(r.draft_id, r)  # exactly once per draft, as RowWriter
+            if r.draft_id not in self.rows:  # exactly once per draft, as RowWriter
+                self.log.append("write")
+                self.rows[r.draft_id] = r
         return []
+
+    def stored_rows(self, row_id):
+        draft_id = row_id.removesuffix("/review")
+        return [to_dict(self.rows[draft_id])] if draft_id in self.rows else []
 
 
 class Clock:

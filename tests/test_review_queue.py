@@ -121,14 +121,84 @@ def test_empty_approval_is_refused(parts):
     assert parts.sub.log == []
 
 
-def test_failed_store_leaves_the_message_unacked(parts):
+def test_failed_store_leaves_the_message_unacked_and_the_decision_recorded(parts):
     parts.sub.deliver(draft("1"), "a1")
     parts.queue.pull_once()
     parts.writer.fail = True
-    with pytest.raises(RuntimeError):
+    with pytest.raises(DecisionError, match="recorded, but storing it failed"):
         parts.queue.decide("1/draft", "a", "approved", final_text="ok")
     assert parts.sub.acked == [] and parts.pub.published == []
-    assert [d.draft_id for d in parts.store.waiting()] == ["1/draft"]
+    assert parts.store.waiting() == []  # not offered to anyone else meanwhile
+    assert [d.draft_id for d in parts.store.deciding()] == ["1/draft"]
+    assert parts.queue.complete_pending() == 0  # still down: kept for the next round
+    parts.writer.fail = False
+    assert parts.queue.complete_pending() == 1
+    assert parts.sub.log == ["write", "publish", "ack"]
+    assert parts.pub.published[0][1]["final_text"] == "ok"
+
+
+def test_a_timed_out_publish_then_a_reject_cannot_override_the_approval(parts):
+    """Issue 15 (a): approve X, the publish times out after the row is stored, the agent then
+    rejects. The approval stands, is sent once when the retry succeeds, and is acked then."""
+    parts.sub.deliver(draft("1"), "a1")
+    parts.queue.pull_once()
+    parts.pub.fail_next = 1
+    with pytest.raises(DecisionError, match="approval is recorded, but sending it failed"):
+        parts.queue.decide("1/draft", "alice", "approved", final_text="Refund of 12 EUR sent.")
+    with pytest.raises(DecisionError, match="already been decided: approved by alice"):
+        parts.queue.decide("1/draft", "alice", "rejected", reason="changed my mind")
+    with pytest.raises(DecisionError, match="already been decided"):  # an edited retry too
+        parts.queue.decide("1/draft", "alice", "approved", final_text="Refund of 99 EUR sent.")
+    assert parts.sub.acked == []
+    review = parts.queue.decide("1/draft", "alice", "approved", final_text="Refund of 12 EUR sent.")
+    assert review.decision == "approved"
+    assert [body["final_text"] for _, body, _ in parts.pub.published] == ["Refund of 12 EUR sent."]
+    assert [r.decision for r in parts.writer.rows.values()] == ["approved"]
+    assert parts.sub.acked == ["a1"]
+    parts.queue.complete_pending()  # nothing left to do: no second publish
+    assert len(parts.pub.published) == 1
+
+
+def test_two_instances_cannot_both_decide_one_draft(tmp_path):
+    """Issue 15 (b): two app instances got the same draft (a redelivery). A rejects, then B
+    approves a refund: B is refused, nothing is published, and both acknowledge."""
+    a = make_parts(tmp_path / "a")
+    b = make_parts(tmp_path / "b")
+    b.queue._writer = a.writer  # one reviews table
+    b.queue._publisher = a.pub  # one approved topic
+    a.sub.deliver(draft("1"), "a-1")
+    b.sub.deliver(draft("1"), "b-1")
+    a.queue.pull_once()
+    b.queue.pull_once()
+    a.queue.decide("1/draft", "alice", "rejected", reason="not our customer")
+    with pytest.raises(DecisionError, match="already been decided: rejected by alice"):
+        b.queue.decide("1/draft", "bob", "approved", final_text="Full refund sent.")
+    assert a.pub.published == []
+    assert [r.decision for r in a.writer.rows.values()] == ["rejected"]
+    assert a.sub.acked == ["a-1"] and b.sub.acked == ["b-1"]
+    assert b.store.get("1/draft").state == "decided"
+    assert b.store.get("1/draft").review["reviewer"] == "alice"  # B now shows A's decision
+
+
+def test_a_recorded_decision_survives_a_restart_and_is_completed(parts):
+    parts.sub.deliver(draft("1"), "a1")
+    parts.queue.pull_once()
+    parts.writer.fail = True
+    with pytest.raises(DecisionError):
+        parts.queue.decide("1/draft", "a", "approved", final_text="ok")
+    parts.store.close()
+    parts.writer.fail = False
+    store = DraftStore(parts.path / "drafts.sqlite3")
+    again = ReviewQueue(
+        TARGETS,
+        store,
+        clock=parts.clock,
+        subscriber=parts.sub,
+        publisher=parts.pub,
+        writer=parts.writer,
+    )
+    assert again.complete_pending() == 1
+    assert parts.sub.acked == ["a1"] and len(parts.pub.published) == 1
 
 
 def test_redelivery_of_a_decided_draft_is_acked_not_shown(parts):
