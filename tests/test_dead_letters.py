@@ -86,7 +86,7 @@ class _FakeBigQuery:
         pass
 
     def get_table(self, ref):
-        return types.SimpleNamespace(schema=self.schema)
+        return types.SimpleNamespace(schema=self.schema, clustering_fields=["row_id"])
 
     def query(self, sql, job_config=None, **k):
         ids = job_config.query_parameters[0].values

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from google.api_core import exceptions as gexc
 
 from triage.gcp import Infrastructure, split_table
-from triage.records import DeadLetter, Draft, TriageResult, row_id, table_schema
+from triage.records import DeadLetter, Draft, TriageResult, row_id, table_schema, utc_now
 from triage.retry import RetriesExhausted, is_transient, with_backoff
 
 
@@ -84,7 +86,7 @@ def test_transient_classification(error, transient):
 
 
 def _result(chat_id: str = "c1") -> TriageResult:
-    return TriageResult(chat_id, "u", "hi", 1, "s", "m", "triage-v1", 1, "2026-01-01T00:00:00Z")
+    return TriageResult(chat_id, "u", "hi", 1, "s", "m", "triage-v1", 1, utc_now())
 
 
 def test_row_ids_follow_chat_and_stage():
@@ -164,3 +166,27 @@ def test_infra_is_idempotent_and_inserts_are_exactly_once(emulators_env):
         for r in client.query(f"SELECT row_id FROM `{infra.summaries_table}`").result(timeout=30)
     )
     assert got == ["c1/summary", "c2/summary"]
+
+
+def test_the_lookup_reads_only_the_horizon_and_readers_see_each_row_once(emulators_env):
+    """The exactly-once lookup is bounded to the deduplication horizon of a table clustered on
+    row_id; a row older than the horizon is not looked up (its id may be written again), and
+    the `_unique` view shows each row id once all the same."""
+    import dataclasses
+
+    from triage.bigquery_sink import DEDUP_HORIZON_DAYS, RowWriter
+    from triage.gcp import bigquery_client, unique_view
+
+    table = f"demo-project.triage.horizon_{uuid.uuid4().hex[:8]}"
+    writer = RowWriter(table, TriageResult, retry_secs=10)
+    client = bigquery_client("demo-project")
+    assert client.get_table(table).clustering_fields == ["row_id"]
+    old = dataclasses.replace(_result("c1"), created_at="2020-01-01T00:00:00.000Z", summary="old")
+    assert writer.write([old]) == [] and writer.written == 1
+    new = dataclasses.replace(_result("c1"), summary="new")
+    assert writer.write([new]) == [] and writer.written == 2  # beyond the horizon: not seen
+    assert writer.write([new]) == [] and writer.written == 2  # within it: exactly once
+    assert DEDUP_HORIZON_DAYS == 7
+    rows = list(client.query(f"SELECT row_id, summary FROM `{unique_view(table)}`").result())
+    assert [(r["row_id"], r["summary"]) for r in rows] == [("c1/summary", "old")]
+    writer.close()
