@@ -3,6 +3,9 @@
 Security, in one place:
 - sign-in from configured reviewers (`review/auth.py`); every page but /login requires it and
   the reviewer recorded with a decision is the session's identity, never a form field;
+- sessions live on the server (`review/sessions.py`): checked on every request (idle and
+  absolute timeouts, the reviewer still in the file), ended by logout; failed sign-ins are
+  logged and throttled per user and per address;
 - every form carries a CSRF token (Flask-WTF), and the session cookie is HttpOnly, SameSite;
 - Jinja2 autoescaping for every piece of chat and model text, and a Content-Security-Policy
   that allows no script at all, so even a missed escape could not run;
@@ -19,13 +22,15 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, flash, redirect, render_template, request, session, url_for
+from flask import Flask, abort, flash, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
 
 from review.auth import Reviewers
 from review.dashboard import Dashboard
 from review.queue import DecisionError, ReviewQueue
+from review.sessions import LoginThrottle, Sessions
 from review.store import StoredDraft
+from triage.draft_checks import contact_warnings
 
 __all__ = ["create_app"]
 
@@ -57,19 +62,21 @@ def _age(since: str, now: datetime) -> str:
     return f"{seconds} s"
 
 
-def turns(chat: str, customer: str) -> list[dict[str, Any]]:
-    """Chat text as speaker turns ("id 221: text" lines); the customer's turns marked."""
+def turns(chat: str) -> list[dict[str, Any]]:
+    """Chat text as turns, split where a line starts with a speaker label ("id 221:").
+
+    The labels are part of the chat text, which the customer wrote in part: "id 12: we will
+    refund you" typed by the customer looks like a staff turn. So no turn is styled as staff
+    or customer; the page shows each label as the text it is, and says so."""
     out: list[dict[str, Any]] = []
     for line in chat.splitlines():
         match = _TURN.match(line)
         if match:
-            who = match["who"].strip()
-            is_customer = who.removeprefix("id").strip() == customer
-            out.append({"who": who, "text": match["text"], "customer": is_customer})
+            out.append({"who": match["who"].strip(), "text": match["text"]})
         elif out:  # a continuation line belongs to the turn before it
             out[-1]["text"] += "\n" + line
         elif line.strip():
-            out.append({"who": "", "text": line, "customer": False})
+            out.append({"who": "", "text": line})
     return out
 
 
@@ -81,7 +88,11 @@ def create_app(
     secret_key: str | None = None,
     secure_cookies: bool = False,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sessions: Sessions | None = None,
+    throttle: LoginThrottle | None = None,
 ) -> Flask:
+    sessions = sessions or Sessions()
+    throttle = throttle or LoginThrottle()
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=secret_key or secrets.token_hex(32),
@@ -107,8 +118,11 @@ def create_app(
     def require_sign_in() -> Any:
         if request.endpoint in ("login", "static", "healthz"):
             return None
-        if "reviewer" not in session:
+        reviewer = sessions.check(session.get("sid"), clock(), reviewers.exists)
+        if reviewer is None:
+            session.clear()
             return redirect(url_for("login", next=request.full_path))
+        g.reviewer = reviewer
         return None
 
     @app.get("/healthz")
@@ -122,16 +136,34 @@ def create_app(
             target = "/"  # only paths on this site: no open redirect
         if request.method == "POST":
             name = request.form.get("username", "")[:100]
-            if reviewers.check(name, request.form.get("password", "")[:200]):
+            address = request.remote_addr or "-"
+            now = clock()
+            wait = throttle.wait(name, address, now)
+            if wait.total_seconds() > 0:
+                LOG.warning("sign-in as %r from %s refused: too many failures", name, address)
+                minutes = max(1, round(wait.total_seconds() / 60))
+                flash(f"Too many failed sign-ins. Try again in {minutes} min.")
+                return render_template("login.html", next=target), 429
+            if not throttle.checks.acquire(timeout=5):
+                return render_template("error.html", message="Busy. Try again shortly."), 503
+            try:
+                ok = reviewers.check(name, request.form.get("password", "")[:200])
+            finally:
+                throttle.checks.release()
+            if ok:
+                throttle.succeeded(name)
                 session.clear()
-                session["reviewer"] = name
-                LOG.info("reviewer %s signed in", name)
+                session["sid"] = sessions.start(name, now)
+                LOG.info("reviewer %s signed in from %s", name, address)
                 return redirect(target)
+            throttle.failed(name, address, now)
+            LOG.warning("failed sign-in as %r from %s", name, address)
             flash("Unknown reviewer or wrong password.")
         return render_template("login.html", next=target)
 
     @app.post("/logout")
     def logout() -> Any:
+        sessions.end(session.get("sid"))
         session.clear()
         return redirect(url_for("login"))
 
@@ -146,7 +178,7 @@ def create_app(
         if AGES[age]:
             older = datetime.fromtimestamp(now.timestamp() - AGES[age], UTC).isoformat()
         drafts = queue.store.waiting(language=language or None, older_than=older)
-        me = session["reviewer"]
+        me = g.reviewer
         rows = [
             {
                 "draft": d,
@@ -171,23 +203,43 @@ def create_app(
             abort(404)
         return stored
 
-    @app.get("/draft")
-    def draft() -> Any:
-        draft_id = request.args.get("id", "")
+    @app.post("/open")
+    def open_draft() -> Any:
+        """Take the draft's lease: a POST with a CSRF token, so a link from another site
+        cannot lock a draft in an agent's name."""
+        draft_id = request.form.get("draft_id", "")
         _stored(draft_id)
         try:
-            stored = queue.open(draft_id, session["reviewer"])
+            queue.open(draft_id, g.reviewer)
         except DecisionError as err:
             flash(str(err))
             return redirect(url_for("index"))
+        return redirect(url_for("draft", id=draft_id))
+
+    @app.get("/draft")
+    def draft() -> Any:
+        """Shows the draft; changes nothing. The decision forms appear to the lease holder."""
+        stored = _stored(request.args.get("id", ""))
+        if stored.state != "waiting":
+            flash("This draft has already been decided.")
+            return redirect(url_for("index"))
+        now = clock()
         body = stored.draft
+        chat = str(body.get("chat_message", ""))
+        warnings = list(body.get("warnings") or [])
+        warnings += [
+            w for w in contact_warnings(str(body.get("draft", "")), chat) if w not in warnings
+        ]
         return render_template(
             "draft.html",
             d=stored,
             body=body,
-            turns=turns(str(body.get("chat_message", "")), str(body.get("user_id", ""))),
-            age=_age(stored.drafted_at, clock()),
-            reviewer=session["reviewer"],
+            warnings=warnings,
+            turns=turns(chat),
+            age=_age(stored.drafted_at, now),
+            now=now,
+            reviewer=g.reviewer,
+            mine=stored.lease_holder == g.reviewer and (stored.lease_until or "") > now.isoformat(),
             max_reply=MAX_REPLY_CHARS,
             max_reason=MAX_REASON_CHARS,
         )
@@ -197,7 +249,7 @@ def create_app(
         draft_id = request.form.get("draft_id", "")
         action = request.form.get("action", "")
         _stored(draft_id)
-        me = session["reviewer"]
+        me = g.reviewer
         if action == "release":
             queue.release(draft_id, me)
             return redirect(url_for("index"))

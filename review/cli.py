@@ -9,18 +9,19 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DashboardRefresher",
     "ReviewServer",
     "build_app",
     "main_export_approved",
     "main_review",
     "main_review_user",
+    "secure_cookies",
     "serve",
 ]
 
@@ -102,8 +103,9 @@ def serve(queue: Any, app: Any, host: str, port: int, announce: Any) -> None:
 def build_app(args: argparse.Namespace, reviewers: Any) -> tuple[Any, Any]:
     """The queue (pulling) and the Flask app for parsed `triage review` arguments."""
     from review.app import create_app
-    from review.dashboard import Dashboard, fetch_decisions, summarize
+    from review.dashboard import Dashboard, fetch_decisions
     from review.queue import ReviewQueue
+    from review.sessions import Sessions
     from review.store import DraftStore
     from triage.gcp import bigquery_client, split_table
 
@@ -111,28 +113,14 @@ def build_app(args: argparse.Namespace, reviewers: Any) -> tuple[Any, Any]:
     store = DraftStore(Path(args.state_dir) / "drafts.sqlite3")
     queue = ReviewQueue(targets, store)
     client = bigquery_client(split_table(targets.reviews_table)[0])
-
-    cache: dict[str, Any] = {"at": 0.0, "rows": None}
+    board = DashboardRefresher(
+        lambda: fetch_decisions(client, targets.reviews_table, datetime.now(UTC))
+    )
+    queue.on_decision = board.refresh_soon  # an agent sees their own decision counted soon
+    board.start()
 
     def dashboard() -> Dashboard:
-        """Decisions are re-read at most every DASHBOARD_TTL_S: a BigQuery query per page
-        view would make the queue slow and cost money; the waiting count is always live."""
-        now = datetime.now(UTC)
-        if cache["rows"] is None or time.monotonic() - cache["at"] > DASHBOARD_TTL_S:
-            try:
-                cache["rows"] = fetch_decisions(client, targets.reviews_table, now)
-                cache["at"] = time.monotonic()
-            except Exception as err:  # noqa: BLE001 - the queue must stay usable without BigQuery
-                LOG.warning("dashboard query failed: %s", err)
-                board = Dashboard(waiting=store.count_waiting())
-                board.error = "the reviews table cannot be read right now"
-                return board
-        return summarize(cache["rows"], store.count_waiting(), now)
-
-    def invalidate(_: Any = None) -> None:
-        cache["rows"] = None
-
-    queue.on_decision = invalidate  # an agent sees their own decision counted at once
+        return board.dashboard(store.count_waiting(), datetime.now(UTC))
 
     secret = os.environ.get("TRIAGE_REVIEW_SECRET")
     app = create_app(
@@ -140,9 +128,70 @@ def build_app(args: argparse.Namespace, reviewers: Any) -> tuple[Any, Any]:
         reviewers,
         dashboard=dashboard,
         secret_key=secret,
-        secure_cookies=args.secure_cookies,
+        secure_cookies=secure_cookies(args.host, args.secure_cookies),
+        sessions=Sessions(Path(args.state_dir) / "sessions.sqlite3"),
     )
     return queue, app
+
+
+def secure_cookies(host: str, asked: bool) -> bool:
+    """Secure cookies whenever the app is reachable from another machine: a session cookie
+    sent in clear text there is as good as a password."""
+    from review.auth import is_loopback
+
+    return asked or not is_loopback(host)
+
+
+class DashboardRefresher:
+    """The dashboard's decisions, re-read from BigQuery on a background thread every
+    DASHBOARD_TTL_S (sooner after a decision). Pages only read what was last fetched, so a
+    slow or unreachable BigQuery never holds a request thread: during an outage every page
+    and /healthz still answer at once, with the last numbers and a note."""
+
+    def __init__(self, fetch: Any, every_s: float = DASHBOARD_TTL_S):
+        self._fetch = fetch
+        self._every_s = every_s
+        self._rows: Any = None
+        self._error: str | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+    def refresh(self) -> None:
+        try:
+            self._rows, self._error = self._fetch(), None
+        except Exception as err:  # noqa: BLE001 - kept until the next round succeeds
+            LOG.warning("dashboard query failed: %s", err)
+            self._error = "the reviews table cannot be read right now"
+
+    def refresh_soon(self, _: Any = None) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.is_set():
+                self.refresh()
+                self._wake.wait(self._every_s)
+                self._wake.clear()
+
+        threading.Thread(target=loop, name="review-dashboard", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def dashboard(self, waiting: int, now: datetime) -> Any:
+        from review.dashboard import Dashboard, summarize
+
+        board = (
+            Dashboard(waiting=waiting)
+            if self._rows is None
+            else summarize(self._rows, waiting, now)
+        )
+        if self._error:
+            board.error = self._error
+        elif self._rows is None:
+            board.error = "loading"
+        return board
 
 
 def main_review(argv: Sequence[str] | None = None) -> int:
@@ -168,7 +217,8 @@ def main_review(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--secure_cookies",
         action="store_true",
-        help="mark the session cookie Secure (behind an HTTPS proxy)",
+        help="mark the session cookie Secure on loopback too (always on other addresses, "
+        "which must be served behind HTTPS)",
     )
     args = parser.parse_args(argv)
 

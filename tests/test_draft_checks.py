@@ -78,3 +78,36 @@ def test_draft_warnings_name_what_the_reviewer_must_check():
     assert any("9999" in w for w in warned)
     assert any("refund" in w for w in warned)
     assert any("written in" in w for w in draft_warnings("注文が届かず申し訳ございません。", chat))
+
+
+CHAT = (
+    "Customer: my order #4521 was 20 minutes late, call me at 010-1234-5678\n"
+    "Agent: sorry, see help.example.com/late"
+)
+
+
+def test_links_phones_and_amounts_the_chat_lacks_are_flagged():
+    from triage.draft_checks import invented_amounts, invented_links, invented_phones
+
+    draft = (
+        "We refund $20. Call +1 (555) 123-4567 or visit https://evil.example.net/x. "
+        "See help.example.com/late, or we call 010-1234-5678."
+    )
+    assert invented_amounts(draft, CHAT) == ["20"]  # "20 minutes" is not money
+    assert invented_phones(draft, CHAT) == ["+1 (555) 123-4567"]
+    assert invented_links(draft, CHAT) == ["https://evil.example.net/x"]
+    assert invented_amounts("2만원을 환불해 드립니다", "배달이 2시간 늦었어요") == ["2"]
+    assert invented_amounts("返金は500円です", "500円の注文でした") == []
+    clean = "Sorry for the wait on order #4521; see help.example.com/late."
+    assert not (invented_links(clean, CHAT) or invented_phones(clean, CHAT))
+
+
+def test_draft_warnings_name_links_phones_and_amounts():
+    from triage.draft_checks import draft_warnings
+
+    warnings = draft_warnings("Sorry! Write to us at www.refunds-now.co or call 555 0199 22.", CHAT)
+    assert any(
+        w.startswith("a web address the chat does not contain: www.refunds-now.co")
+        for w in warnings
+    )
+    assert any(w.startswith("a phone number the chat does not contain") for w in warnings)

@@ -129,15 +129,35 @@ def test_session_cookie_is_http_only_and_same_site(app):
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
 
 
+def _take(client, token: str, draft_id: str = "1/draft", **kwargs):
+    return client.post("/open", data={"draft_id": draft_id, "csrf_token": token}, **kwargs)
+
+
 def test_a_second_agent_cannot_open_a_leased_draft(app):
     alice, bob = app.test_client(), app.test_client()
-    _sign_in(alice, "alice")
-    _sign_in(bob, "bob")
-    assert alice.get("/draft?id=1/draft").status_code == 200
-    response = bob.get("/draft?id=1/draft", follow_redirects=True)
+    alice_token = _sign_in(alice, "alice")
+    bob_token = _sign_in(bob, "bob")
+    assert _take(alice, alice_token).status_code == 302
+    assert 'id="final_text"' in alice.get("/draft?id=1/draft").get_data(as_text=True)
+    page = bob.get("/draft?id=1/draft").get_data(as_text=True)
+    assert "alice is reviewing this draft" in page and 'id="final_text"' not in page
+    response = _take(bob, bob_token, follow_redirects=True)
     assert "alice is reviewing this draft" in response.get_data(as_text=True)
     queue = bob.get("/").get_data(as_text=True)
     assert "alice is reviewing" in queue
+
+
+def test_looking_at_a_draft_takes_no_lease(app, parts):
+    """A cross-site link (GET) cannot lock a draft in an agent's name: only the POST can."""
+    alice, bob = app.test_client(), app.test_client()
+    _sign_in(alice, "alice")
+    bob_token = _sign_in(bob, "bob")
+    page = alice.get("/draft?id=1/draft").get_data(as_text=True)
+    assert 'id="take"' in page and 'id="final_text"' not in page
+    assert parts.store.get("1/draft").lease_holder is None
+    assert _take(bob, bob_token).headers["Location"].endswith("/draft?id=1/draft")
+    assert parts.store.get("1/draft").lease_holder == "bob"
+    assert alice.post("/open", data={"draft_id": "1/draft"}).status_code == 400  # no CSRF
 
 
 def test_oversized_requests_are_refused(app, parts):
@@ -189,10 +209,31 @@ def test_reviewers_file_round_trip(tmp_path):
     assert not reviewers.check("alice", "wrong") and not reviewers.check("eve", PASSWORD)
 
 
-def test_turns_mark_the_customer():
-    out = turns("id 221: hi\nstill me\nid 12: hello", "221")
-    assert [(t["who"], t["customer"]) for t in out] == [("id 221", True), ("id 12", False)]
+def test_turns_split_on_labels_without_trusting_them():
+    out = turns("id 221: hi\nstill me\nid 12: hello")
+    assert [t["who"] for t in out] == ["id 221", "id 12"]
     assert out[0]["text"] == "hi\nstill me"
+    assert all(set(t) == {"who", "text"} for t in out)  # nothing marks a turn as staff
+
+
+def test_a_customer_cannot_fake_a_staff_turn(parts):
+    """The customer types "id 12: ..." (the agent's label) inside their message: the page shows
+    it as a label from the chat text, styled like every other, under a note saying so."""
+    spoof = draft("5")
+    spoof["chat_message"] = "id 221: my pizza is cold\nid 12: we will refund you 50 EUR"
+    parts.sub.deliver(spoof, "a5")
+    parts.queue.pull_once()
+    flask_app = create_app(
+        parts.queue,
+        Reviewers({"alice": hash_password(PASSWORD)}),
+        dashboard=lambda: Dashboard(waiting=1),
+        clock=parts.clock,
+    )
+    client = flask_app.test_client()
+    _sign_in(client)
+    html = client.get("/draft?id=5/draft").get_data(as_text=True)
+    assert 'id="labels-note"' in html and "not verified" in html
+    assert 'class="staff"' not in html and 'class="customer"' not in html
 
 
 def test_the_draft_page_shows_the_checks_a_reviewer_must_make(parts):
@@ -212,3 +253,25 @@ def test_the_draft_page_shows_the_checks_a_reviewer_must_make(parts):
     html = client.get("/draft?id=3/draft").get_data(as_text=True)
     assert 'id="warnings"' in html and "mentioned: &lt;refund&gt;" in html
     assert 'id="warnings"' not in client.get("/draft?id=4/draft").get_data(as_text=True)
+
+
+def test_the_draft_page_flags_links_phones_and_amounts_the_chat_lacks(parts):
+    """Checked when the page is shown, so drafts written before the checks existed (or with
+    none stored) are flagged too."""
+    risky = draft(
+        "6", text="Sorry! Claim 30 EUR at https://refund-now.example.net or call 0800 555 1234."
+    )
+    parts.sub.deliver(risky, "a6")
+    parts.queue.pull_once()
+    flask_app = create_app(
+        parts.queue,
+        Reviewers({"alice": hash_password(PASSWORD)}),
+        dashboard=lambda: Dashboard(waiting=1),
+        clock=parts.clock,
+    )
+    client = flask_app.test_client()
+    _sign_in(client)
+    html = client.get("/draft?id=6/draft").get_data(as_text=True)
+    assert "a web address the chat does not contain: https://refund-now.example.net" in html
+    assert "a phone number the chat does not contain: 0800 555 1234" in html
+    assert "an amount the chat does not state: 30" in html

@@ -331,6 +331,7 @@ def _serve_review(infra: Any, port: int) -> None:
         approved_topic=infra.approved_topic,
         state_dir=tempfile.mkdtemp(prefix="triage-review-"),
         secure_cookies=False,
+        host="127.0.0.1",
     )
     queue, app = build_app(options, reviewers)
     serve(

@@ -2,7 +2,9 @@
 
 A draft must be in the chat's language, must not state a number (order id, amount, time, date)
 that the chat does not contain, and must not offer a refund, credit or compensation that nobody
-in the chat mentioned. `triage eval` reports the share of drafts failing each check.
+in the chat mentioned. Reviewers are also warned of an amount of money, a phone number or a web
+address that the chat does not contain. `triage eval` reports the share of drafts failing each
+check.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from functools import cache
 __all__ = [
     "DraftCheck",
     "check_draft",
+    "contact_warnings",
     "detect_language",
     "draft_warnings",
+    "invented_amounts",
+    "invented_links",
     "invented_numbers",
+    "invented_phones",
     "invented_remedies",
 ]
 
@@ -59,6 +65,51 @@ def invented_numbers(draft: str, chat: str) -> list[str]:
     """Numbers in the draft that appear nowhere in the chat."""
     known = _numbers(chat)
     return sorted(n for n in _numbers(draft) if n not in known)
+
+
+_LINK = re.compile(
+    r"(?:https?://|www\.)[^\s<>\"')\]]+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|io|co|"
+    r"app|shop|help|support|info|de|fr|es|jp|kr|uk|eu)\b(?:/[^\s<>\"')\]]*)?",
+    re.IGNORECASE,
+)
+_PHONE = re.compile(r"(?<![\w.])\+?\(?\d[\d\s().-]{6,}\d(?!\w)")
+_CURRENCY = (
+    r"[$€£¥₩]|usd|eur|gbp|jpy|krw|dollars?|euros?|pounds?|yen|won|円|원|ドル|ユーロ|달러|유로"
+)
+_AMOUNT = re.compile(
+    rf"(?:(?:{_CURRENCY})\s?(\d[\d.,]*))|(?:(\d[\d.,]*)\s?(?:만|천|억)?\s?(?:{_CURRENCY}))",
+    re.IGNORECASE,
+)
+
+
+def _link_key(link: str) -> str:
+    return re.sub(r"^(?:https?://)?(?:www\.)?", "", link.lower()).rstrip("/.,;:!?")
+
+
+def invented_links(draft: str, chat: str) -> list[str]:
+    """Web addresses in the draft that the chat does not contain: a reply must not send the
+    customer anywhere nobody in the chat pointed to."""
+    known = _link_key(chat)
+    links = {link.rstrip(".,;:!?") for link in _LINK.findall(draft)}
+    return sorted(link for link in links if _link_key(link) not in known)
+
+
+def invented_phones(draft: str, chat: str) -> list[str]:
+    """Phone numbers (7+ digits with separators) in the draft whose digits the chat lacks."""
+    chat_digits = re.sub(r"\D", "", unicodedata.normalize("NFKC", chat))
+    found = _PHONE.findall(unicodedata.normalize("NFKC", draft))
+    return sorted({p.strip() for p in found if re.sub(r"\D", "", p) not in chat_digits})
+
+
+def _amounts(text: str) -> set[str]:
+    text = unicodedata.normalize("NFKC", text)
+    return {re.sub(r"\D", "", a or b) for a, b in _AMOUNT.findall(text)}
+
+
+def invented_amounts(draft: str, chat: str) -> list[str]:
+    """Money in the draft (a number with a currency) that the chat never states as money:
+    "refund of $20" when the chat only says "20 minutes late"."""
+    return sorted(_amounts(draft) - _amounts(chat) - {""})
 
 
 def invented_remedies(draft: str, chat: str, language: str) -> list[str]:
@@ -110,4 +161,19 @@ def draft_warnings(draft: str, chat: str) -> tuple[str, ...]:
         warnings.append(
             "offers what nobody in the chat mentioned: " + ", ".join(check.remedies_not_in_chat)
         )
+    return (*warnings, *contact_warnings(draft, chat))
+
+
+def contact_warnings(draft: str, chat: str) -> tuple[str, ...]:
+    """Money, phone numbers and web addresses in the draft that the chat does not contain:
+    cheap enough for the review page to check on every draft it shows, whatever the pipeline
+    version that wrote it."""
+    warnings = []
+    for found, what in (
+        (invented_amounts(draft, chat), "an amount the chat does not state"),
+        (invented_phones(draft, chat), "a phone number the chat does not contain"),
+        (invented_links(draft, chat), "a web address the chat does not contain"),
+    ):
+        if found:
+            warnings.append(f"{what}: " + ", ".join(found))
     return tuple(warnings)
