@@ -90,7 +90,10 @@ class _FakeBigQuery:
 
     def query(self, sql, job_config=None, **k):
         ids = job_config.query_parameters[0].values
-        present = [(rid,) for rid in ids if rid in self.stored]
+        columns = sql.split("SELECT ")[1].split(" FROM")[0].split(", ")[1:]
+        present = [
+            (rid, *(self.stored[rid].get(c) for c in columns)) for rid in ids if rid in self.stored
+        ]
         return types.SimpleNamespace(result=lambda **kw: present)
 
     def insert_rows_json(self, table, rows, row_ids, **k):
@@ -151,3 +154,28 @@ def test_replay_reads_the_full_payload_back_and_checks_it(tmp_path):
         _original_payload(row)
     small = {"payload": b"{}", "payload_bytes": None}
     assert _original_payload(small) == b"{}"
+
+
+def test_a_chat_id_reused_for_another_chat_is_a_conflicting_duplicate():
+    """A redelivery (same chat) is skipped as written; the same id with another message is
+    refused, whether it comes in a later batch or in the same one."""
+    from triage.records import TriageResult, utc_now
+
+    def result(message: str) -> TriageResult:
+        return TriageResult("c1", "u", message, 1, "s", "m", "triage-v3", 1, utc_now())
+
+    fake = _FakeBigQuery(TriageResult)
+    writer = RowWriter("p.d.summaries", TriageResult, client=fake)
+    assert writer.write([result("late pizza")]) == []
+    assert writer.write([result("late pizza")]) == [] and writer.already_present == 1
+    ((record, why),) = writer.write([result("a different chat")])
+    assert record.chat_message == "a different chat" and why.startswith("conflicting_duplicate")
+    fresh = RowWriter("p.d.summaries", TriageResult, client=_FakeBigQuery(TriageResult))
+    refused = fresh.write([result("one"), result("one"), result("two")])
+    assert [(r.chat_message, w.split(":")[0]) for r, w in refused] == [
+        ("two", "conflicting_duplicate")
+    ]
+    insert = InsertRows("p.d.summaries", TriageResult, "write_summary")
+    insert._writer = writer
+    (dead,) = list(insert.process([result("yet another chat")]))
+    assert dead.reason == "conflicting_duplicate" and dead.chat_id == "c1"

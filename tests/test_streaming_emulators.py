@@ -348,3 +348,27 @@ def test_a_near_limit_message_becomes_a_dead_letter_that_fits(infra, bq_direct, 
     assert dead["payload_sha256"] == hashlib.sha256(big).hexdigest()
     assert dead["attempt"] == MAX_ATTEMPT
     assert read_payload(dead["payload_uri"]) == big
+
+
+def test_a_chat_id_reused_with_another_message_is_dead_lettered(infra, bq_direct):
+    """Two chats with one id: one summary, and the other a `conflicting_duplicate` dead letter,
+    not silently dropped as "already written". A plain redelivery still adds nothing."""
+    names, _ = infra
+    first = msg("dup", "[pos] the first chat with this id")
+    second = msg("dup", "[pos] another chat, same id")
+    run = StreamingRun(names, [], handlers=scripted(), token_counter=byte_counter).start()
+    try:
+        publish_lines(names.input_topic, [first])
+        wait_until(lambda: count(bq_direct, names.summaries_table) >= 1, 120, "the first chat")
+        publish_lines(names.input_topic, [second, first])
+        wait_until(
+            lambda: count(bq_direct, names.dead_letter_table) >= 1, 120, "the conflicting one"
+        )
+        time.sleep(3)  # the redelivered first one, if it were (wrongly) counted
+    finally:
+        run.cancel()
+    (summary,) = rows(bq_direct, names.summaries_table)
+    (dead,) = rows(bq_direct, names.dead_letter_table)
+    assert summary["chat_message"] == "[pos] the first chat with this id"
+    assert (dead["chat_id"], dead["reason"]) == ("dup", "conflicting_duplicate")
+    assert b"another chat, same id" in dead["payload"]

@@ -38,6 +38,12 @@ LOG = logging.getLogger(__name__)
 # adds a second row, which the `_unique` views hide (triage.gcp.unique_view).
 DEDUP_HORIZON_DAYS = 7
 
+# What makes two rows with one row id the same chat: a redelivery repeats these, a chat id
+# reused for another chat does not. Such a row is refused as a conflicting duplicate (a dead
+# letter) instead of being skipped as already written.
+IDENTITY = {"TriageResult": ("user_id", "chat_message")}
+CONFLICT = "conflicting_duplicate"
+
 # insertAll takes 10 MB a request; requests are cut at half that, so JSON escaping and the
 # request envelope never tip one over.
 MAX_REQUEST_BYTES = 5_000_000
@@ -67,6 +73,7 @@ class RowWriter:
     ):
         self.table = table
         self._record_type = record_type
+        self._identity = IDENTITY.get(record_type.__name__, ())
         self._retry_secs = retry_secs
         self.written = 0
         self.already_present = 0
@@ -89,18 +96,20 @@ class RowWriter:
             f" AND {field} >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {DEDUP_HORIZON_DAYS} DAY)"
         )
 
-    def _present(self, ids: list[str]) -> set[str]:
+    def _present(self, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        """The ids already stored, each with its identity columns (see `IDENTITY`)."""
         from google.cloud import bigquery
 
+        columns = ", ".join([ROW_ID, *self._identity])
         job = self._client.query(
-            f"SELECT {ROW_ID} FROM `{self.table}` WHERE {ROW_ID} IN UNNEST(@ids){self._recent()}",
+            f"SELECT {columns} FROM `{self.table}` WHERE {ROW_ID} IN UNNEST(@ids){self._recent()}",
             job_config=bigquery.QueryJobConfig(
                 query_parameters=[bigquery.ArrayQueryParameter("ids", "STRING", ids)]
             ),
             retry=None,
             job_retry=None,
         )
-        return {row[0] for row in job.result(timeout=60, retry=None)}
+        return {row[0]: tuple(row[1:]) for row in job.result(timeout=60, retry=None)}
 
     def stored_rows(self, rid: str) -> list[dict[str, Any]]:
         """Every row stored under `rid`: more than one only when two writers raced past the
@@ -119,8 +128,10 @@ class RowWriter:
         """One attempt: skip rows already there, insert the rest; (row id, errors) refused."""
         present = self._present(list(rows))
         todo = [rid for rid in rows if rid not in present]
-        self.already_present += len(rows) - len(todo)
-        refused: list[tuple[str, Any]] = []
+        refused: list[tuple[str, Any]] = [
+            (rid, CONFLICT) for rid in present if present[rid] != self._key(rows[rid])
+        ]
+        self.already_present += len(rows) - len(todo) - len(refused)
         for chunk in _by_size({rid: rows[rid] for rid in todo}, MAX_REQUEST_BYTES):
             refused += self._insert(chunk, rows)
         return refused
@@ -144,15 +155,32 @@ class RowWriter:
         self.written += len(ids) - len(errors)
         return [(ids[e["index"]], e.get("errors")) for e in errors]
 
+    def _key(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row.get(column) for column in self._identity)
+
     def write(self, records: Iterable[Any]) -> list[tuple[Any, str]]:
-        by_id = {row_id(r): r for r in records}  # the same row twice in a batch is one row
+        by_id: dict[str, Any] = {}
+        rows: dict[str, dict[str, Any]] = {}
+        conflicts: list[tuple[Any, str]] = []
+        for record in records:
+            rid = row_id(record)
+            row = {**to_dict(record), ROW_ID: rid}
+            if rid not in rows:
+                by_id[rid], rows[rid] = record, row
+            elif self._key(row) != self._key(rows[rid]):  # the same id, another chat
+                conflicts.append((record, f"{CONFLICT}: {rid} is in this batch twice"))
+            # else: the same row twice in a batch is one row
         if not by_id:
-            return []
-        rows = {rid: {**to_dict(r), ROW_ID: rid} for rid, r in by_id.items()}
+            return conflicts
         refused = with_backoff(
             lambda: self._insert_missing(rows), self._retry_secs, what=f"insert {self.table}"
         )
-        return [(by_id[rid], f"rejected by BigQuery: {errors}") for rid, errors in refused]
+        return conflicts + [
+            (by_id[rid], f"{CONFLICT}: {rid} is stored from another chat")
+            if errors == CONFLICT
+            else (by_id[rid], f"rejected by BigQuery: {errors}")
+            for rid, errors in refused
+        ]
 
 
 class InsertRows(beam.DoFn):
@@ -218,7 +246,7 @@ class InsertRows(beam.DoFn):
             LOG.error("could not write %s to %s: %s", row_id(record), self._table, detail)
             yield DeadLetter(
                 stage=self._stage,
-                reason="write_failed",
+                reason=CONFLICT if detail.startswith(CONFLICT) else "write_failed",
                 detail=detail[:2000],
                 # The row itself, so replay can write it again without re-running the model.
                 payload=to_json(record).encode("utf-8"),
