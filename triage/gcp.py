@@ -45,9 +45,20 @@ def bigquery_client(project: str) -> Any:
     return bigquery.Client(project=project)
 
 
+# On the emulators only: publish through this host:port instead of PUBSUB_EMULATOR_HOST, while
+# pulls stay on it. `make soak` points it at a proxy it cuts, to fail draft publishing alone.
+PUBLISH_HOST_ENV = "TRIAGE_PUBLISH_EMULATOR_HOST"
+
+
 def publisher_client(**kwargs: Any) -> Any:
     from google.cloud import pubsub_v1
 
+    host = os.environ.get(PUBLISH_HOST_ENV)
+    if host and os.environ.get("PUBSUB_EMULATOR_HOST"):
+        import grpc
+        from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+        kwargs["transport"] = PublisherGrpcTransport(channel=grpc.insecure_channel(host))
     return pubsub_v1.PublisherClient(**kwargs)
 
 
