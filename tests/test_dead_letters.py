@@ -179,3 +179,13 @@ def test_a_chat_id_reused_for_another_chat_is_a_conflicting_duplicate():
     insert._writer = writer
     (dead,) = list(insert.process([result("yet another chat")]))
     assert dead.reason == "conflicting_duplicate" and dead.chat_id == "c1"
+    # A redelivery of the stored chat beside a conflicting one: skipped, not a conflict; and
+    # two conflicting chats are two dead letters, each kept (their row ids differ).
+    both = list(insert.process([result("late pizza"), result("third"), result("fourth")]))
+    assert sorted(json.loads(d.payload)["chat_message"] for d in both) == ["fourth", "third"]
+    from triage.records import row_id
+
+    assert len({row_id(d) for d in both}) == 2
+    assert row_id(both[0]) == row_id(
+        next(iter(insert.process([result(json.loads(both[0].payload)["chat_message"])])))
+    )

@@ -63,6 +63,14 @@ def _by_size(rows: dict[str, dict[str, Any]], limit: int) -> list[list[str]]:
     return chunks
 
 
+def _chat_bytes(record: Any) -> bytes:
+    return json.dumps(
+        {"id": record.chat_id, "user_id": record.user_id, "chat_message": record.chat_message},
+        ensure_ascii=False,
+        sort_keys=True,
+    ).encode("utf-8")
+
+
 class RowWriter:
     """Exactly-once, retried writes of records to one table; used by the pipeline's sink and by
     `triage replay`. `write` returns (record, why) for the rows BigQuery refused, and raises
@@ -124,17 +132,26 @@ class RowWriter:
         )
         return [dict(row) for row in job.result(timeout=60)]
 
-    def _insert_missing(self, rows: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
-        """One attempt: skip rows already there, insert the rest; (row id, errors) refused."""
-        present = self._present(list(rows))
-        todo = [rid for rid in rows if rid not in present]
-        refused: list[tuple[str, Any]] = [
-            (rid, CONFLICT) for rid in present if present[rid] != self._key(rows[rid])
-        ]
-        self.already_present += len(rows) - len(todo) - len(refused)
-        for chunk in _by_size({rid: rows[rid] for rid in todo}, MAX_REQUEST_BYTES):
-            refused += self._insert(chunk, rows)
-        return refused
+    def _insert_missing(self, groups: dict[str, list[tuple[Any, dict[str, Any]]]]) -> list:
+        """One attempt: rows already there are skipped, the rest inserted. Of the records
+        sharing a row id, those with the stored identity (or, for a new id, the first's) are
+        one row; the others are another chat under the same id: (record, CONFLICT)."""
+        present = self._present(list(groups))
+        rows: dict[str, dict[str, Any]] = {}
+        by_id: dict[str, Any] = {}
+        out: list[tuple[Any, Any]] = []
+        for rid, items in groups.items():
+            owner = present.get(rid, self._key(items[0][1]))
+            if rid in present:
+                self.already_present += 1
+            for record, row in items:
+                if self._key(row) != owner:
+                    out.append((record, CONFLICT))
+                elif rid not in present and rid not in rows:
+                    rows[rid], by_id[rid] = row, record
+        for chunk in _by_size(rows, MAX_REQUEST_BYTES):
+            out += [(by_id[rid], errors) for rid, errors in self._insert(chunk, rows)]
+        return out
 
     def _insert(self, ids: list[str], rows: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
         """Insert `ids`; a request BigQuery refuses as a whole (400, 413) is split in halves
@@ -159,27 +176,20 @@ class RowWriter:
         return tuple(row.get(column) for column in self._identity)
 
     def write(self, records: Iterable[Any]) -> list[tuple[Any, str]]:
-        by_id: dict[str, Any] = {}
-        rows: dict[str, dict[str, Any]] = {}
-        conflicts: list[tuple[Any, str]] = []
+        groups: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
         for record in records:
             rid = row_id(record)
-            row = {**to_dict(record), ROW_ID: rid}
-            if rid not in rows:
-                by_id[rid], rows[rid] = record, row
-            elif self._key(row) != self._key(rows[rid]):  # the same id, another chat
-                conflicts.append((record, f"{CONFLICT}: {rid} is in this batch twice"))
-            # else: the same row twice in a batch is one row
-        if not by_id:
-            return conflicts
+            groups.setdefault(rid, []).append((record, {**to_dict(record), ROW_ID: rid}))
+        if not groups:
+            return []
         refused = with_backoff(
-            lambda: self._insert_missing(rows), self._retry_secs, what=f"insert {self.table}"
+            lambda: self._insert_missing(groups), self._retry_secs, what=f"insert {self.table}"
         )
-        return conflicts + [
-            (by_id[rid], f"{CONFLICT}: {rid} is stored from another chat")
+        return [
+            (record, f"{CONFLICT}: {row_id(record)} belongs to another chat")
             if errors == CONFLICT
-            else (by_id[rid], f"rejected by BigQuery: {errors}")
-            for rid, errors in refused
+            else (record, f"rejected by BigQuery: {errors}")
+            for record, errors in refused
         ]
 
 
@@ -244,12 +254,14 @@ class InsertRows(beam.DoFn):
                 keep_last_resort(record, f"{self._table}: {detail}", self._blobs)
                 continue
             LOG.error("could not write %s to %s: %s", row_id(record), self._table, detail)
+            conflict = detail.startswith(CONFLICT)
             yield DeadLetter(
                 stage=self._stage,
-                reason=CONFLICT if detail.startswith(CONFLICT) else "write_failed",
+                reason=CONFLICT if conflict else "write_failed",
                 detail=detail[:2000],
-                # The row itself, so replay can write it again without re-running the model.
-                payload=to_json(record).encode("utf-8"),
+                # The row itself, so replay can write it again without re-running the model;
+                # for a conflict, the chat (stable bytes: each conflicting chat its own row).
+                payload=_chat_bytes(record) if conflict else to_json(record).encode("utf-8"),
                 chat_id=getattr(record, "chat_id", None),
                 attempt=getattr(record, "attempt", 1),
                 model_id=getattr(record, "model_id", None),

@@ -299,6 +299,8 @@ def row_id(record: TriageResult | Draft | DeadLetter | Replay | Review) -> str:
         return review_row_id(record.draft_id)
     if record.chat_id is not None:
         who = f"chat:{record.chat_id}"
+        if record.reason == "conflicting_duplicate":  # one row per chat using the id
+            who += "#" + hashlib.sha256(record.payload).hexdigest()[:16]
     else:
         digest = record.payload_sha256 or hashlib.sha256(record.payload).hexdigest()
         who = "sha256:" + digest[:32]
