@@ -16,7 +16,8 @@ had in flight. The recovery the README gives operators is what the soak does aft
 seek the subscription back (it retains acknowledged messages) to before the chats in flight,
 then start again; row ids make the redelivered chats add nothing.
 
-`python -m bench.soak --chats 10000` (about 10 minutes); the last line is
+`python -m bench.soak --chats 10000` (hours: the DirectRunner ends about a chat a second);
+the last line is
 `soak: N chats, F faults -> S summaries, D drafts, E dead letters, L lost, U duplicated`.
 """
 
