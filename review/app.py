@@ -120,7 +120,9 @@ def create_app(
             return None
         reviewer = sessions.check(session.get("sid"), clock(), reviewers.exists)
         if reviewer is None:
-            session.clear()
+            # Only the dead session id goes: clearing everything would also drop the CSRF
+            # secret of a sign-in form open in another request (the browser's favicon fetch).
+            session.pop("sid", None)
             return redirect(url_for("login", next=request.full_path))
         g.reviewer = reviewer
         return None

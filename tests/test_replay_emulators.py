@@ -118,7 +118,7 @@ def test_repair_then_replay_until_success_or_the_attempt_cap(bq):
         triage_cli("replay", prefix=prefix)
         wait_until(lambda: len(dead_chats()) >= 8, 120, "the third attempts")
         capped = triage_cli("replay", prefix=prefix)
-        assert capped[-1].endswith("2 left dead at the attempt cap")
+        assert capped[-1].endswith("2 left dead at the attempt cap; 0 failed")
         assert triage_cli("replay", prefix=prefix)[-1].startswith("replay: 0 dead letters")
         report = triage_cli("dead-letters", prefix=prefix)
     finally:
