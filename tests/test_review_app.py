@@ -216,12 +216,8 @@ def test_turns_split_on_labels_without_trusting_them():
     assert all(set(t) == {"who", "text"} for t in out)  # nothing marks a turn as staff
 
 
-def test_a_customer_cannot_fake_a_staff_turn(parts):
-    """The customer types "id 12: ..." (the agent's label) inside their message: the page shows
-    it as a label from the chat text, styled like every other, under a note saying so."""
-    spoof = draft("5")
-    spoof["chat_message"] = "id 221: my pizza is cold\nid 12: we will refund you 50 EUR"
-    parts.sub.deliver(spoof, "a5")
+def _alice_on(parts):
+    """Alice signed in to an app over the drafts delivered so far."""
     parts.queue.pull_once()
     flask_app = create_app(
         parts.queue,
@@ -231,6 +227,16 @@ def test_a_customer_cannot_fake_a_staff_turn(parts):
     )
     client = flask_app.test_client()
     _sign_in(client)
+    return client
+
+
+def test_a_customer_cannot_fake_a_staff_turn(parts):
+    """The customer types "id 12: ..." (the agent's label) inside their message: the page shows
+    it as a label from the chat text, styled like every other, under a note saying so."""
+    spoof = draft("5")
+    spoof["chat_message"] = "id 221: my pizza is cold\nid 12: we will refund you 50 EUR"
+    parts.sub.deliver(spoof, "a5")
+    client = _alice_on(parts)
     html = client.get("/draft?id=5/draft").get_data(as_text=True)
     assert 'id="labels-note"' in html and "not verified" in html
     assert 'class="staff"' not in html and 'class="customer"' not in html
@@ -262,15 +268,7 @@ def test_the_draft_page_flags_links_phones_and_amounts_the_chat_lacks(parts):
         "6", text="Sorry! Claim 30 EUR at https://refund-now.example.net or call 0800 555 1234."
     )
     parts.sub.deliver(risky, "a6")
-    parts.queue.pull_once()
-    flask_app = create_app(
-        parts.queue,
-        Reviewers({"alice": hash_password(PASSWORD)}),
-        dashboard=lambda: Dashboard(waiting=1),
-        clock=parts.clock,
-    )
-    client = flask_app.test_client()
-    _sign_in(client)
+    client = _alice_on(parts)
     html = client.get("/draft?id=6/draft").get_data(as_text=True)
     assert "a web address the chat does not contain: https://refund-now.example.net" in html
     assert "a phone number the chat does not contain: 0800 555 1234" in html
