@@ -173,6 +173,62 @@ def test_the_trained_head_computes_the_adapted_model(records, tiny_preset):
     assert np.abs(expected).max() > 0.1  # a real comparison, not of zeros
 
 
+@pytest.mark.model
+def test_the_guard_scores_the_whole_vocabulary_at_its_slots(records, tiny_preset):
+    """The compact vocabulary leaves the other logits untrained; the guard puts them back in the
+    loss at a few slots per chat, the end of turn first. When every outside token is drawn, its
+    softmax is the full model's, so its loss is the full cross-entropy at those slots."""
+    import keras_hub
+
+    from triage.training_model import FrozenPrefix, adapted_head, compact_vocabulary
+
+    causal_lm = keras_hub.models.CausalLM.from_preset(tiny_preset)
+    backbone = causal_lm.backbone
+    encoded = _encode(causal_lm.preprocessor.tokenizer, build_examples(records[:3]), 4096)
+    vocab, index = compact_vocabulary([e.ids for e in encoded], backbone.vocabulary_size)
+    outside = np.setdiff1d(np.arange(backbone.vocabulary_size), vocab)
+    assert 0 < len(outside) < 16_384  # all of it is drawn: the comparison below is exact
+    prefix = FrozenPrefix(backbone, backbone.num_layers - 1)
+    batches = _Batches(encoded, 3, 0, 1.0, prefix=prefix, target_index=index, guard_outside=outside)
+    prefix.compute([tuple(b) for b in batches.batches], lambda i: batches.arrays(i)[:2])
+    x, mask, positions, y, weight = batches.arrays(0)
+    inputs, targets, weights = batches.batch(0)
+    slots = inputs["guard_slots"]
+    for row, n in enumerate(np.count_nonzero(weight, axis=1)):
+        assert slots[row, 0] == n - 1 and slots[row].max() < n  # end of turn, then answer slots
+    assert np.array_equal(vocab[targets["guard"]], np.take_along_axis(y, slots, axis=1))
+    assert weights["guard"].min() == 1.0
+
+    out = adapted_head(backbone, backbone.num_layers - 1, vocab)(inputs)
+    full = np.asarray(
+        _answer_only_model(causal_lm)(
+            {"token_ids": x, "padding_mask": mask, "answer_positions": positions}
+        )
+    )
+    at_slots = np.take_along_axis(full, slots[:, :, None], axis=1)
+    guard = np.asarray(out["guard"])
+    ids = np.concatenate([vocab, inputs["negatives"][0]])
+    np.testing.assert_allclose(guard, at_slots[..., ids], rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(out["answer"]), full[..., vocab], rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.model
+def test_a_lora_run_trains_with_the_guard(records, tiny_preset, tmp_path):
+    examples = build_examples(records[:6])
+    report = finetune(
+        tiny_preset,
+        examples,
+        str(tmp_path / "m"),
+        epochs=1,
+        lora_rank=2,
+        lora_layers=1,
+        tokens_per_batch=1024,
+        verbose=0,
+    )
+    assert report["outside_guard"]["slots"] == 4
+    assert np.isfinite(report["guard_loss_per_epoch"][0]) and report["guard_loss_per_epoch"][0] > 0
+
+
 def _weights(preset: str) -> list[np.ndarray]:
     import keras_hub
 

@@ -26,7 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from triage.training_model import FrozenPrefix, adapted_head, compact_vocabulary, fast_lora
+import numpy as np
+
+from triage.training_model import (
+    GUARD_NEGATIVES,
+    GUARD_SLOTS,
+    FrozenPrefix,
+    adapted_head,
+    compact_vocabulary,
+    fast_lora,
+    guard_draw,
+)
 
 __all__ = [
     "END_OF_TURN",
@@ -156,6 +166,7 @@ class _Batches:
         prefix: Any = None,
         target_index: Any = None,
         fixed_shapes: bool = False,
+        guard_outside: Any = None,
     ):
         import keras
         import numpy as np
@@ -176,8 +187,11 @@ class _Batches:
             self._groups.append((members, size))
         self._encoded = encoded
         self._rng = random.Random(seed)
+        self._seed = seed
+        self._epoch = -1
         self.batches: list[list[int]] = []
         self.deal()
+        self._guard_outside = guard_outside  # token ids outside the compact vocabulary
         self._prefix = prefix  # FrozenPrefix: inputs become the hidden states it computes
         self._target_index = target_index  # token id -> index in a compact vocabulary
 
@@ -203,6 +217,7 @@ class _Batches:
         decided a lot (seeds ranged from 68% to 88% on the hand-written chats). Dealing again
         each epoch keeps every shape, so no compilation and no padding is added."""
         self.batches = []
+        self._epoch += 1
         for members, size in self._groups:
             dealt = list(members)
             self._rng.shuffle(dealt)
@@ -263,13 +278,30 @@ class _Batches:
             y = self._target_index[y]
         if self._prefix is not None:
             hidden = self._prefix(self.members(index))
-            return (
-                {"hidden": hidden, "padding_mask": mask, "answer_positions": positions},
-                y,
-                weight,
-            )
+            inputs = {"hidden": hidden, "padding_mask": mask, "answer_positions": positions}
+            if self._guard_outside is None:
+                return inputs, y, weight
+            return self._guarded(index, inputs, y, weight)
         inputs = {"token_ids": x, "padding_mask": mask, "answer_positions": positions}
         return inputs, y, weight
+
+    def _guarded(self, index: int, inputs: dict[str, Any], y: Any, weight: Any) -> Any:
+        """Add the sampled outside-vocabulary guard (triage.training_model) to a batch: its
+        slots, its draw (the same for a batch in a given epoch, whatever the run's order) and
+        targets; filler rows carry no weight."""
+        np = self._np
+        rng = np.random.default_rng((self._seed, self._epoch, index))
+        targets = np.count_nonzero(weight, axis=1)
+        targets[len(self.batches[index]) :] = 0
+        slots, drawn = guard_draw(rng, targets, self._guard_outside)
+        inputs["guard_slots"] = slots
+        inputs["negatives"] = np.broadcast_to(drawn, (len(slots), len(drawn)))
+        guard_weight = (targets > 0).astype("float32")[:, None].repeat(slots.shape[1], axis=1)
+        return (
+            inputs,
+            {"answer": y, "guard": np.take_along_axis(y, slots, axis=1)},
+            {"answer": weight, "guard": guard_weight},
+        )
 
 
 def _progress(total_steps: int, every: int = 10) -> Any:
@@ -433,8 +465,10 @@ def finetune(
             "loss_vocabulary": len(vocab),
         }
         model = adapted_head(backbone, start, vocab)
+        outside = np.setdiff1d(np.arange(backbone.vocabulary_size, dtype="int32"), vocab)
+        speedups["outside_guard"] = {"slots": GUARD_SLOTS, "negatives": GUARD_NEGATIVES}
     else:
-        prefix = target_index = None
+        prefix = target_index = outside = None
         model = _answer_only_model(causal_lm)
     batches = _Batches(
         encoded,
@@ -445,6 +479,7 @@ def finetune(
         prefix,
         target_index,
         fixed_shapes=prefix is not None,
+        guard_outside=outside,
     )
     if prefix is not None:
         prefix.compute(
@@ -465,12 +500,12 @@ def finetune(
         warmup_target=lr if warmup else None,
         warmup_steps=warmup,
     )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(
         optimizer=keras.optimizers.AdamW(
             learning_rate=schedule, weight_decay=0.01, global_clipnorm=CLIP_NORM
         ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()],
+        loss={"answer": loss, "guard": loss} if outside is not None else loss,
     )
     started = time.monotonic()
     history = model.fit(
@@ -504,6 +539,11 @@ def finetune(
         "batches": "dealt again each epoch",
         **speedups,
         "loss_per_epoch": [round(float(v), 4) for v in history.history["loss"]],
+        **{
+            f"{name}_per_epoch": [round(float(v), 4) for v in history.history[name]]
+            for name in ("answer_loss", "guard_loss")
+            if name in history.history
+        },
     }
 
 
