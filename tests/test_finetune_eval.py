@@ -175,9 +175,9 @@ def test_the_trained_head_computes_the_adapted_model(records, tiny_preset):
 
 @pytest.mark.model
 def test_the_guard_scores_the_whole_vocabulary_at_its_slots(records, tiny_preset):
-    """The compact vocabulary leaves the other logits untrained; the guard puts them back in the
-    loss at a few slots per chat, the end of turn first. When every outside token is drawn, its
-    softmax is the full model's, so its loss is the full cross-entropy at those slots."""
+    """The compact vocabulary leaves the other logits untrained; the guard adds the probability
+    leaking outside it at a few slots per chat, the end of turn first. When every outside token
+    is drawn, compact loss + leak is exactly the full model's cross-entropy at those slots."""
     import keras_hub
 
     from triage.training_model import FrozenPrefix, adapted_head, compact_vocabulary
@@ -191,12 +191,11 @@ def test_the_guard_scores_the_whole_vocabulary_at_its_slots(records, tiny_preset
     prefix = FrozenPrefix(backbone, backbone.num_layers - 1)
     batches = _Batches(encoded, 3, 0, 1.0, prefix=prefix, target_index=index, guard_outside=outside)
     prefix.compute([tuple(b) for b in batches.batches], lambda i: batches.arrays(i)[:2])
-    x, mask, positions, y, weight = batches.arrays(0)
-    inputs, targets, weights = batches.batch(0)
+    x, mask, positions, _, weight = batches.arrays(0)
+    inputs, _, weights = batches.batch(0)
     slots = inputs["guard_slots"]
     for row, n in enumerate(np.count_nonzero(weight, axis=1)):
         assert slots[row, 0] == n - 1 and slots[row].max() < n  # end of turn, then answer slots
-    assert np.array_equal(vocab[targets["guard"]], np.take_along_axis(y, slots, axis=1))
     assert weights["guard"].min() == 1.0
 
     out = adapted_head(backbone, backbone.num_layers - 1, vocab)(inputs)
@@ -206,9 +205,16 @@ def test_the_guard_scores_the_whole_vocabulary_at_its_slots(records, tiny_preset
         )
     )
     at_slots = np.take_along_axis(full, slots[:, :, None], axis=1)
-    guard = np.asarray(out["guard"])
-    ids = np.concatenate([vocab, inputs["negatives"][0]])
-    np.testing.assert_allclose(guard, at_slots[..., ids], rtol=2e-3, atol=2e-3)
+    leak = np.asarray(out["guard"])
+
+    def logsumexp(a: np.ndarray) -> np.ndarray:
+        top = a.max(axis=-1, keepdims=True)
+        return (top + np.log(np.exp(a - top).sum(axis=-1, keepdims=True)))[..., 0]
+
+    np.testing.assert_allclose(
+        leak, logsumexp(at_slots) - logsumexp(at_slots[..., vocab]), rtol=1e-3, atol=1e-3
+    )
+    assert leak.min() > 0  # a random model puts mass outside: the guard has something to push
     np.testing.assert_allclose(np.asarray(out["answer"]), full[..., vocab], rtol=2e-3, atol=2e-3)
 
 

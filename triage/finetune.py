@@ -36,6 +36,7 @@ from triage.training_model import (
     compact_vocabulary,
     fast_lora,
     guard_draw,
+    leak_loss,
 )
 
 __all__ = [
@@ -299,7 +300,7 @@ class _Batches:
         guard_weight = (targets > 0).astype("float32")[:, None].repeat(slots.shape[1], axis=1)
         return (
             inputs,
-            {"answer": y, "guard": np.take_along_axis(y, slots, axis=1)},
+            {"answer": y, "guard": np.zeros(slots.shape, dtype="float32")},  # see leak_loss
             {"answer": weight, "guard": guard_weight},
         )
 
@@ -505,7 +506,7 @@ def finetune(
         optimizer=keras.optimizers.AdamW(
             learning_rate=schedule, weight_decay=0.01, global_clipnorm=CLIP_NORM
         ),
-        loss={"answer": loss, "guard": loss} if outside is not None else loss,
+        loss={"answer": loss, "guard": leak_loss} if outside is not None else loss,
     )
     started = time.monotonic()
     history = model.fit(
