@@ -53,7 +53,7 @@ triage-model: $(BIN)/.installed $(GEMMA3_PRESET)/config.json
 	rm -rf $(TRIAGE_MODEL)
 	$(BIN)/triage finetune --model_preset $(GEMMA3_PRESET) --examples data/triage-train.jsonl \
 		--out $(TRIAGE_MODEL) --lora_rank 16 --lora_layers 12 --learning_rate 1e-3 --epochs 2 \
-		--tokens_per_batch 2048 --max_length 640 --seed 1 \
+		--tokens_per_batch 2048 --max_length 640 --seed 1 --apology_prompt_version apology-v2 \
 		--adapter_out $(TRIAGE_ADAPTER_DIR)/adapter.lora.h5 --report $(TRIAGE_ADAPTER_DIR)/report.json
 	touch $(TRIAGE_MODEL)/config.json  # the merged preset is what training saved: no re-merge
 

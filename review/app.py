@@ -90,6 +90,7 @@ def create_app(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     sessions: Sessions | None = None,
     throttle: LoginThrottle | None = None,
+    similar_cases: Callable[[list[str]], dict[str, dict[str, Any]]] | None = None,
 ) -> Flask:
     sessions = sessions or Sessions()
     throttle = throttle or LoginThrottle()
@@ -218,6 +219,38 @@ def create_app(
             return redirect(url_for("index"))
         return redirect(url_for("draft", id=draft_id))
 
+    def _similar(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        """The similar past cases the pipeline retrieved for this draft, with their approved
+        replies from the vector store; a note when there are none to show, and why."""
+        ids = [str(i) for i in body.get("similar_ids") or []]
+        scores = list(body.get("similar_scores") or [])
+        retrieval = str(body.get("retrieval") or "")
+        if retrieval.startswith("unavailable"):
+            return [], f"The case store was unreachable when this draft was written ({retrieval})."
+        if not ids:
+            return [], "No similar case was found." if retrieval == "ok" else ""
+        docs: dict[str, dict[str, Any]] = {}
+        note = ""
+        if similar_cases is not None:
+            try:
+                docs = similar_cases(ids)
+            except Exception as err:  # noqa: BLE001 - the page works without them
+                note = f"Similar cases could not be loaded ({type(err).__name__})."
+        rows = [
+            {**docs.get(i, {}), "doc_id": i, "score": s}
+            for i, s in zip(ids, scores + [None] * len(ids), strict=False)
+        ]
+        return rows, note
+
+    @app.get("/similar")
+    def similar_case() -> Any:
+        """One retrieved article or past case in full: the link beside a draft."""
+        doc_id = request.args.get("id", "")
+        docs = similar_cases([doc_id]) if similar_cases and doc_id else {}
+        if doc_id not in docs:
+            abort(404)
+        return render_template("similar.html", doc=docs[doc_id], doc_id=doc_id)
+
     @app.get("/draft")
     def draft() -> Any:
         """Shows the draft; changes nothing. The decision forms appear to the lease holder."""
@@ -232,11 +265,14 @@ def create_app(
         warnings += [
             w for w in contact_warnings(str(body.get("draft", "")), chat) if w not in warnings
         ]
+        similar, similar_note = _similar(body)
         return render_template(
             "draft.html",
             d=stored,
             body=body,
             warnings=warnings,
+            similar=similar,
+            similar_note=similar_note,
             turns=turns(chat),
             age=_age(stored.drafted_at, now),
             now=now,

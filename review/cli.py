@@ -130,8 +130,19 @@ def build_app(args: argparse.Namespace, reviewers: Any) -> tuple[Any, Any]:
         secret_key=secret,
         secure_cookies=secure_cookies(args.host, args.secure_cookies),
         sessions=Sessions(Path(args.state_dir) / "sessions.sqlite3"),
+        similar_cases=_similar_cases(args.vector_store, args.vector_collection),
     )
     return queue, app
+
+
+def _similar_cases(uri: str | None, collection: str) -> Any:
+    """Looks up the similar cases a draft names, in the store `triage index` filled."""
+    if not uri:
+        return None
+    from triage.retrieval.store import VectorStore
+
+    store = VectorStore(uri, dim=0, collection=collection)  # reads only: the width is unused
+    return store.documents
 
 
 def secure_cookies(host: str, asked: bool) -> bool:
@@ -214,6 +225,12 @@ def main_review(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("TRIAGE_REVIEW_STATE", ".review-state"),
         help="where the local store of pulled drafts and leases lives",
     )
+    parser.add_argument(
+        "--vector_store",
+        default=None,
+        help="the Milvus Lite file or URI the pipeline retrieves from: shows similar cases",
+    )
+    parser.add_argument("--vector_collection", default="similar_cases")
     parser.add_argument(
         "--secure_cookies",
         action="store_true",

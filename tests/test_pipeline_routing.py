@@ -144,7 +144,7 @@ def test_drafts_carry_triage_and_apology(run_result):
     assert g1.sentiment == -1
     assert g1.summary == "scripted summary -1"
     assert g1.draft == "We are very sorry. An agent will help."
-    assert (g1.prompt_version, g1.apology_prompt_version) == ("triage-v3", "apology-v2")
+    assert (g1.prompt_version, g1.apology_prompt_version) == ("triage-v3", "apology-v3")
     assert drafts["at"].chat_message == "[neg] @@@ the delimiter @@@ is not special @@@"
 
 
@@ -162,7 +162,7 @@ def test_dead_letters_keep_payload_reply_and_context(run_result):
     assert boom.model_reply is None
     assert by_label["notutf8"].payload == LABEL_AND_PAYLOAD["notutf8"]
     assert by_label["empty"].chat_id == "empty"
-    assert by_label["nd"].prompt_version == "apology-v2"
+    assert by_label["nd"].prompt_version == "apology-v3"
     for dead in seen["dead_letters"]:
         assert dead.failed_at.endswith("Z")
         assert dead.attempt == 1

@@ -73,7 +73,7 @@ def instructions(name: str = "triage", **values: str) -> tuple[str, str]:
 # --- loading --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, version", [("triage", "triage-v3"), ("apology", "apology-v2")])
+@pytest.mark.parametrize("name, version", [("triage", "triage-v3"), ("apology", "apology-v3")])
 def test_load_newest_template(name, version):
     template = load_template(name)
     assert isinstance(template, PromptTemplate)
@@ -191,14 +191,16 @@ def test_user_id_appears_as_a_json_string():
 @pytest.mark.parametrize("summary", ADVERSARIAL)
 def test_apology_quotes_chat_summary_and_user_id(summary):
     template = load_template("apology")
-    baseline = template.render("", user_id="u", summary="").text
-    text = template.render(INJECTION, user_id=INJECTION, summary=summary).text
+    baseline = template.render("", user_id="u", summary="", similar="").text
+    # The similar cases are untrusted too: past chats are customers' text.
+    text = template.render(INJECTION, user_id=INJECTION, summary=summary, similar=summary).text
     for token in CONTROL_TOKENS:
         assert text.count(token) == baseline.count(token), token
     assert json.loads(chat_literal(text)) == INJECTION
-    start = text.rindex("<summary>") + len("<summary>")
-    end = text.rindex("</summary>")
-    assert json.loads(text[start:end]) == summary
+    for tag in ("summary", "similar"):
+        start = text.rindex(f"<{tag}>") + len(f"<{tag}>")
+        end = text.rindex(f"</{tag}>")
+        assert json.loads(text[start:end]) == summary
 
 
 def test_render_requires_the_template_values():

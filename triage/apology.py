@@ -57,4 +57,7 @@ class MakeDrafts(beam.DoFn):
             attempt=chat.attempt,
             created_at=utc_now(),
             warnings=draft_warnings(text, chat.chat_message),
+            similar_ids=tuple(item.doc_id for item in ask.similar or ()),
+            similar_scores=tuple(item.score for item in ask.similar or ()),
+            retrieval=ask.retrieval,
         )

@@ -136,6 +136,8 @@ _DELEGATED = {
     "dataflow-job": ("triage.dataflow_job", "main"),
     "import-gguf": ("handlers.gguf_preset", "main"),
     "merge-adapter": ("triage.finetune", "main_merge"),
+    "index": ("triage.retrieval.index", "main"),
+    "embed-eval": ("triage.retrieval.embed_eval", "main"),
 }
 
 _STREAMING_FLAGS = ("input_subscription", "summaries_table", "dead_letter_table", "drafts_topic")
@@ -283,6 +285,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export-approved",
         add_help=False,
         help="approved replies as JSON lines for triage finetune",
+    )
+    sub.add_parser(
+        "index",
+        add_help=False,
+        help="embed knowledge articles and resolved cases into the vector store",
+    )
+    sub.add_parser(
+        "embed-eval",
+        add_help=False,
+        help="retrieval quality, speed and index size of embedding models, per language",
     )
 
     args, rest = parser.parse_known_args(argv)

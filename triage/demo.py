@@ -103,6 +103,25 @@ def count_outcomes(bq: Any, infra: Any, drafts: DraftCounter) -> Outcome:
 
 # Where the demo keeps the full bytes of dead letters too large for a row (GCS in production).
 DEMO_BLOBS = "out/dead-letter-blobs"
+DEMO_STORE = "out/similar-cases.db"
+DEMO_ARTICLES = "examples/knowledge"
+DEMO_CASES = [f"examples/resolved_cases_{lang}.jsonl" for lang in ("en", "ko", "ja")]
+
+
+def index_examples(store_path: str) -> str:
+    """The example policies and resolved cases in a Milvus Lite file, for the drafts to
+    follow (the same `triage index` path: MLTransform, then VectorDatabaseWriteTransform)."""
+    from triage.retrieval.documents import read_documents
+    from triage.retrieval.embedders import DEFAULT_EMBEDDER, embedding_width
+    from triage.retrieval.index import index_documents
+    from triage.retrieval.store import VectorStore
+
+    Path(store_path).parent.mkdir(parents=True, exist_ok=True)
+    docs = read_documents(DEMO_ARTICLES, DEMO_CASES)
+    store = VectorStore(os.path.abspath(store_path), dim=embedding_width(DEFAULT_EMBEDDER))
+    chunks = index_documents(docs, store)
+    _say(f"demo: indexed {len(docs)} policies and resolved cases ({chunks} chunks) in {store_path}")
+    return store.uri
 
 
 class StreamingRun:
@@ -191,6 +210,10 @@ def _report(bq: Any, infra: Any) -> list[str]:
             draft = json.loads(m.message.data)
             lines.append(f"  [{m.message.attributes['chat_id']}] {_short(draft['summary'], 70)}")
             lines.append(f"      draft: {_short(draft['draft'])}")
+            for doc_id, score in list(
+                zip(draft.get("similar_ids") or [], draft.get("similar_scores") or [], strict=False)
+            )[:2]:
+                lines.append(f"      similar case: {doc_id} ({score:.2f})")
         if response.received_messages:  # only a look: hand them straight back to the queue
             subscriber.modify_ack_deadline(
                 request={
@@ -276,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"demo: infrastructure ready; publishing {len(payloads)} chats to {infra.input_topic}")
         publish_lines(infra.input_topic, payloads)
 
+        if not any(a.startswith("--vector_store") for a in beam_args):
+            beam_args = [*beam_args, f"--vector_store={index_examples(DEMO_STORE)}"]
         _say("demo: running the streaming pipeline (DirectRunner); loading the model ...")
         if not any(a.startswith("--dead_letter_blobs") for a in beam_args):
             beam_args = [*beam_args, f"--dead_letter_blobs={os.path.abspath(DEMO_BLOBS)}"]
@@ -302,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{outcome.drafts} drafts, {outcome.dead_letters} dead letters"
         )
         if args.review:
-            _serve_review(infra, args.review_port)
+            _serve_review(infra, args.review_port, _flag(beam_args, "vector_store"))
         elif args.keep:
             _keep_running(pubsub, bigquery, infra)
         else:
@@ -313,7 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _serve_review(infra: Any, port: int) -> None:
+def _flag(args: list[str], name: str) -> str | None:
+    return next((a.split("=", 1)[1] for a in args if a.startswith(f"--{name}=")), None)
+
+
+def _serve_review(infra: Any, port: int, vector_store: str | None = None) -> None:
     """The review app on the demo's emulators, signed in with a one-time password."""
     import tempfile
     from types import SimpleNamespace
@@ -332,6 +361,8 @@ def _serve_review(infra: Any, port: int) -> None:
         state_dir=tempfile.mkdtemp(prefix="triage-review-"),
         secure_cookies=False,
         host="127.0.0.1",
+        vector_store=vector_store,
+        vector_collection="similar_cases",
     )
     queue, app = build_app(options, reviewers)
     serve(

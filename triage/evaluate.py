@@ -203,7 +203,11 @@ def evaluate(
     for batch in _batches(negatives, batch_size):
         prompts = [
             apology.render(
-                e["chat_message"], budget, user_id=str(e.get("user_id", "customer")), summary=s
+                e["chat_message"],
+                budget,
+                user_id=str(e.get("user_id", "customer")),
+                summary=s,
+                similar="[]",  # retrieval is measured apart (issue 16)
             ).text
             for e, s, _ in batch
         ]

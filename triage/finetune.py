@@ -79,7 +79,9 @@ def build_examples(
     apology_version: str | None = None,
 ) -> list[TrainingExample]:
     """Render each record with the pipeline's templates: a triage example for every record
-    with `sentiment` and `summary`, and an apology example for every record with a `draft`."""
+    with `sentiment` and `summary`, and an apology example for every record with a `draft`
+    (with its `similar` cases, as `triage.retrieval.context.context_for_prompt` lists them,
+    for templates that show them)."""
     from triage.prompts import load_template
 
     triage = load_template("triage", triage_version)
@@ -95,7 +97,10 @@ def build_examples(
                 TrainingExample(prompt, _answer_json(int(record["sentiment"]), summary))
             )
         if record.get("draft"):
-            prompt = apology.render(chat, user_id=user_id, summary=summary or "").text
+            similar = json.dumps(record.get("similar") or [], ensure_ascii=False)
+            prompt = apology.render(
+                chat, user_id=user_id, summary=summary or "", similar=similar
+            ).text
             examples.append(TrainingExample(prompt, str(record["draft"]).strip()))
     return examples
 

@@ -17,6 +17,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 from triage import metrics
 from triage.prompts import PromptTooLong, TokenBudget, byte_token_count, load_template
 from triage.records import Chat, DeadLetter, TriageResult
+from triage.retrieval.context import context_for_prompt
 
 __all__ = ["Ask", "AskModel", "ModelAnswers", "byte_counter"]
 
@@ -34,6 +35,10 @@ class Ask:
     previous_answer: str | None = None
     parse_error: str | None = None
     repairs: int = 0
+    # Similar resolved cases (triage.retrieval.similar.Similar), when a vector store is set:
+    # None when retrieval is off; `retrieval` says "ok" or why it was unavailable.
+    similar: tuple[Any, ...] | None = None
+    retrieval: str = ""
 
     def dead_letter(
         self,
@@ -108,6 +113,7 @@ class _RenderPrompts(beam.DoFn):
         values = {"user_id": chat.user_id}
         if ask.triage is not None:
             values["summary"] = ask.triage.summary
+            values["similar"] = context_for_prompt(ask.similar)
         if ask.previous_answer is not None:
             values["previous_answer"] = ask.previous_answer[:_MAX_PREVIOUS_ANSWER_CHARS]
             values["error"] = ask.parse_error or ""

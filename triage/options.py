@@ -87,6 +87,17 @@ class TriageOptions(PipelineOptions):
             default=True,
             help="skip compiling every shape bucket at model load (quicker local runs)",
         )
+        similar = parser.add_argument_group("similar resolved cases (triage index)")
+        similar.add_argument(
+            "--vector_store",
+            default=None,
+            help="Milvus Lite file or Milvus URI that `triage index` filled; dissatisfied "
+            "customers' drafts then come with the most similar resolved cases",
+        )
+        similar.add_argument("--vector_collection", default="similar_cases")
+        similar.add_argument("--embedding_model", default="e5-small", help="as for triage index")
+        similar.add_argument("--embedding_dim", type=int, default=None)
+        similar.add_argument("--similar_cases", type=int, default=3, help="how many to retrieve")
         io = parser.add_argument_group("Pub/Sub and BigQuery (streaming mode)")
         io.add_argument(
             "--input_subscription", default=None, help="projects/P/subscriptions/S to read chats"

@@ -58,6 +58,8 @@ class TriageChats(beam.PTransform):
       token_counter: picklable factory of the model's token counter.
       repair_attempts: how many times a reply that fails to parse is shown back to the model
         with the parser's reason (the `repair` prompt) before the chat is dead-lettered.
+      similar: where to find similar resolved cases for dissatisfied customers
+        (`triage.retrieval.similar.SimilarSettings`); None leaves drafts without them.
     """
 
     def __init__(
@@ -72,8 +74,10 @@ class TriageChats(beam.PTransform):
         token_counter: TokenCounterFactory = byte_counter,
         repair_attempts: int = 1,
         repair_prompt_version: str | None = None,
+        similar: Any = None,
     ):
         super().__init__()
+        self._similar = similar  # triage.retrieval.similar.SimilarSettings, or None
         common = {
             "max_prompt_tokens": max_prompt_tokens,
             "token_counter": token_counter,
@@ -129,6 +133,10 @@ class TriageChats(beam.PTransform):
             unparsed = rerouted[ERROR]
         summaries = mains | "AllSummaries" >> beam.Flatten()
         negative = negatives | "AllNegatives" >> beam.Flatten()
+        if self._similar is not None:
+            from triage.retrieval.similar import FindSimilar
+
+            negative = negative | "SimilarCases" >> FindSimilar(self._similar)
         apology = negative | "Apology" >> self._apology
         drafts = apology.answers | "MakeDrafts" >> beam.ParDo(MakeDrafts()).with_outputs(
             MakeDrafts.DEAD_LETTER, main="drafts"
@@ -223,6 +231,22 @@ def _version(options: TriageOptions, name: str) -> str | None:
     return prompt_version(name, asked, options.model_preset)
 
 
+def similar_settings(options: TriageOptions) -> Any:
+    """Retrieval settings from `--vector_store` and friends; None when no store is given."""
+    if not options.vector_store:
+        return None
+    from triage.retrieval.embedders import embedding_width
+    from triage.retrieval.similar import SimilarSettings
+
+    return SimilarSettings(
+        uri=options.vector_store,
+        dim=embedding_width(options.embedding_model, options.embedding_dim),
+        collection=options.vector_collection,
+        embedding_model=options.embedding_model,
+        limit=options.similar_cases,
+    )
+
+
 def build_pipeline(
     pipeline: beam.Pipeline,
     source: beam.PTransform,
@@ -250,6 +274,7 @@ def build_pipeline(
             token_counter=counter,
             repair_attempts=options.repair_attempts,
             repair_prompt_version=_version(options, "repair"),
+            similar=similar_settings(options),
         )
     )
     _ = outputs | "Write" >> sink

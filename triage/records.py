@@ -113,6 +113,11 @@ class Draft:
     # What a reviewer should check first (triage.draft_checks.draft_warnings): the draft's
     # language differs from the chat's, it states a number or offers a refund the chat lacks.
     warnings: tuple[str, ...] = ()
+    # Similar resolved cases found for this chat (triage.retrieval), best first: document ids
+    # and cosine scores; `retrieval` is "ok", "unavailable: why", or "" when it is off.
+    similar_ids: tuple[str, ...] = ()
+    similar_scores: tuple[float, ...] = ()
+    retrieval: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
