@@ -10,10 +10,9 @@ GEMMA3_GGUF := models/gemma-3-270m-q4_k_m.gguf
 GEMMA3_PRESET := models/gemma3-270m
 # The triage model, the default preset: Gemma 3 270M with a LoRA adapter (top 12 blocks, two
 # epochs) tuned on the written training chats (triage/training_chats) plus a few generated ones.
-# `make triage-model` rebuilds it: about an hour on 2 CPU cores (its ratings match the committed
-# adapter, its drafts do not yet: README), minutes on a GPU (the committed adapter was trained on
-# one; tools/gpu_finetune). The adapter (11 MB) and its report
-# are committed; `make setup` merges them into the base preset.
+# `make triage-model` rebuilds it deterministically: 61 min on 2 CPU cores (the committed adapter
+# and report are that build's), minutes on a GPU. The adapter (11 MB) and its report are
+# committed; `make setup` merges them into the base preset.
 TRIAGE_MODEL := models/triage-gemma3-270m
 TRIAGE_ADAPTER_DIR := models/triage-gemma3-270m-lora
 TRIAGE_TRAIN_WRITTEN := 100
