@@ -10,6 +10,7 @@ no local emulator. Writes are upserts on the chunk id: re-indexing never duplica
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,9 @@ __all__ = ["DEFAULT_COLLECTION", "Hit", "VectorStore"]
 
 DEFAULT_COLLECTION = "similar_cases"
 _TEXT_LIMIT = 8192
+# Milvus Lite serves pymilvus over an in-process gRPC server that does not implement
+# AllocTimestamp; pymilvus asks, falls back, and gRPC logs a traceback at ERROR for each call.
+logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
