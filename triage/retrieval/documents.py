@@ -129,7 +129,9 @@ def chunk_document(doc: Document, limit: int = CHUNK_CHARS) -> list[Any]:
         body = f"{doc.text}\n\nApproved reply: {doc.reply}" if doc.reply else doc.text
         texts = list(_pieces(body, limit))
     else:
-        texts = [f"{doc.title}\n\n{piece}" for piece in _pieces(doc.text, limit - len(doc.title) - 2)]
+        texts = [
+            f"{doc.title}\n\n{piece}" for piece in _pieces(doc.text, limit - len(doc.title) - 2)
+        ]
     metadata = {
         "doc_id": doc.doc_id,
         "kind": doc.kind,
