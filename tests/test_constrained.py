@@ -319,7 +319,9 @@ def test_random_model_drafts_hold_no_digits(tiny_preset):
     apology = load_template("apology")
     chats = generate(6, seed=4)
     prompts = [
-        apology.render(c["chat_message"], user_id=str(c["user_id"]), summary=c["summary"]).text
+        apology.render(
+            c["chat_message"], user_id=str(c["user_id"]), summary=c["summary"], similar="[]"
+        ).text
         for c in chats
     ]
     model = GemmaModelHandler(
