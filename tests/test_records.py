@@ -200,7 +200,8 @@ def test_result_schemas(cls):
     assert columns["created_at"]["type"] == "TIMESTAMP"
     assert columns["summary"] == {"name": "summary", "type": "STRING", "mode": "REQUIRED"}
     assert columns["attempt"]["type"] == "INTEGER"
-    assert all(c["mode"] == "REQUIRED" for n, c in columns.items() if n != "warnings")
+    repeated = {"warnings", "similar_ids", "similar_scores"}  # lists: REPEATED columns
+    assert all(c["mode"] == "REQUIRED" for n, c in columns.items() if n not in repeated)
 
 
 def test_draft_schema_has_both_prompt_versions():
@@ -209,6 +210,11 @@ def test_draft_schema_has_both_prompt_versions():
     assert columns["prompt_version"]["type"] == "STRING"
     assert columns["apology_prompt_version"]["type"] == "STRING"
     assert columns["warnings"] == {"name": "warnings", "type": "STRING", "mode": "REPEATED"}
+    assert columns["similar_scores"] == {
+        "name": "similar_scores",
+        "type": "FLOAT",
+        "mode": "REPEATED",
+    }
 
 
 @dataclasses.dataclass(frozen=True)
