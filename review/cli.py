@@ -130,7 +130,9 @@ def build_app(args: argparse.Namespace, reviewers: Any) -> tuple[Any, Any]:
         secret_key=secret,
         secure_cookies=secure_cookies(args.host, args.secure_cookies),
         sessions=Sessions(Path(args.state_dir) / "sessions.sqlite3"),
-        similar_cases=_similar_cases(args.vector_store, args.vector_collection),
+        similar_cases=_similar_cases(
+            getattr(args, "vector_store", None), getattr(args, "vector_collection", "similar_cases")
+        ),
     )
     return queue, app
 
