@@ -111,3 +111,73 @@ def test_draft_warnings_name_links_phones_and_amounts():
         for w in warnings
     )
     assert any(w.startswith("a phone number the chat does not contain") for w in warnings)
+
+
+def test_the_retrieved_policy_grounds_its_remedy_and_numbers():
+    from triage.draft_checks import check_draft, draft_warnings
+
+    chat = "Customer: my food is 70 minutes late and cold\nAgent: sorry, checking"
+    policy = '[{"kind": "policy", "remedy": "Over 60 minutes late: full refund or redelivery."}]'
+    draft = "Sorry your order was so late. As it was over 60 minutes late, we offer a full refund."
+    alone = check_draft(draft, chat, "en")
+    assert alone.numbers_not_in_chat == ("60",) and "refund" in alone.remedies_not_in_chat
+    grounded = check_draft(draft, chat, "en", grounding=policy)
+    assert grounded.numbers_not_in_chat == () and grounded.remedies_not_in_chat == ()
+    assert draft_warnings(draft, chat, policy) == ()
+    assert any("refund" in w for w in draft_warnings(draft, chat))
+
+
+def test_a_prescribed_remedy_is_found_by_its_terms_in_any_case_and_width():
+    from triage.draft_checks import offers_remedy
+
+    assert offers_remedy("We will arrange a free REDELIVERY tonight.", ["full refund", "redeliver"])
+    assert offers_remedy("全額返金いたします。", ["返金"])
+    assert not offers_remedy("We are looking into it.", ["full refund", "redeliver"])
+    assert not offers_remedy("Any draft at all.", [])
+
+
+def test_eval_compares_drafts_without_and_with_retrieval_on_the_same_chats():
+    from triage.retrieval.context import Similar
+
+    chats = [
+        {
+            "id": "a",
+            "chat_message": "My food is 70 minutes late.",
+            "sentiment": -1,
+            "language": "en",
+        },
+        {"id": "b", "chat_message": "The app crashes.", "sentiment": -1, "language": "en"},
+    ]
+    policy = Similar("kb-late", "article", 0.9, title="Late food", remedy="Over 60 min: refund")
+    asked: list[list[str]] = []
+
+    def similar_for(texts):
+        asked.append(texts)
+        return [(policy,) if "late" in t else () for t in texts]
+
+    def model(prompts, _):
+        # follows the policy only when the prompt carries one
+        def draft(prompt):
+            if "Over 60 min: refund" in prompt:
+                return "Sorry. Over 60 minutes late, so a full refund."
+            return "Sorry for the trouble, we are on it."
+
+        return [
+            draft(p) if "<summary>" in p else '{"sentiment": -1, "summary": "x"}' for p in prompts
+        ]
+
+    report = evaluate(
+        chats, model, batch_size=2, similar_for=similar_for, remedy_terms={"a": ["full refund"]}
+    )
+    assert asked == [[c["chat_message"] for c in chats]]  # only the retrieval column asks
+    without, with_ = report.rows[0], report.rows[0]["retrieval"]
+    assert without["prescribed"] is False and with_["prescribed"] is True
+    assert with_["similar_ids"] == ["kb-late"] and report.rows[1]["retrieval"]["similar_ids"] == []
+    # the policy grounds its own number and remedy
+    assert with_["numbers_not_in_chat"] == [] and with_["remedies_not_in_chat"] == []
+    assert report.rows[1]["prescribed"] is None  # no policy covers the crash
+    lines = report.lines()
+    row = next(line for line in lines if "offering the prescribed remedy (1 chats)" in line)
+    assert row.split()[-2:] == ["0.0%", "100.0%"]
+    assert "prescribed remedy by language: en 0/1 | 1/1" in "\n".join(lines)
+    assert lines[-1].startswith("drafts: in the chat's language 100.0%")

@@ -12,6 +12,7 @@ from triage import metrics
 from triage.draft_checks import draft_warnings
 from triage.infer import Ask
 from triage.records import Draft, Stage, utc_now
+from triage.retrieval.context import context_for_prompt
 
 __all__ = ["MakeDrafts"]
 
@@ -56,7 +57,10 @@ class MakeDrafts(beam.DoFn):
             apology_prompt_version=ask.prompt_version,
             attempt=chat.attempt,
             created_at=utc_now(),
-            warnings=draft_warnings(text, chat.chat_message),
+            # what the retrieved policies say is grounded, as the prompt showed it
+            warnings=draft_warnings(
+                text, chat.chat_message, context_for_prompt(ask.similar) if ask.similar else ""
+            ),
             similar_ids=tuple(item.doc_id for item in ask.similar or ()),
             similar_scores=tuple(item.score for item in ask.similar or ()),
             retrieval=ask.retrieval,

@@ -2,15 +2,18 @@
 
 A draft must be in the chat's language, must not state a number (order id, amount, time, date)
 that the chat does not contain, and must not offer a refund, credit or compensation that nobody
-in the chat mentioned. Reviewers are also warned of an amount of money, a phone number or a web
-address that the chat does not contain. `triage eval` reports the share of drafts failing each
-check.
+in the chat mentioned. With retrieval, what the team's retrieved policies and approved replies
+say is grounded too (`grounding`): a draft that offers the remedy the matching policy prescribes,
+with the policy's own numbers, is what the team wants. Reviewers are also warned of an amount
+of money, a phone number or a web address that the chat does not contain. `triage eval` reports
+the share of drafts failing each check.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -25,6 +28,7 @@ __all__ = [
     "invented_numbers",
     "invented_phones",
     "invented_remedies",
+    "offers_remedy",
 ]
 
 # Languages langid may answer: the product's six and the neighbours it confuses them with.
@@ -131,23 +135,34 @@ class DraftCheck:
         return self.language == self.expected_language
 
 
-def check_draft(draft: str, chat: str, language: str | None = None) -> DraftCheck:
-    """All checks on one draft; `language` is the chat's (detected from the chat if None)."""
+def check_draft(
+    draft: str, chat: str, language: str | None = None, grounding: str = ""
+) -> DraftCheck:
+    """All checks on one draft; `language` is the chat's (detected from the chat if None);
+    numbers and remedies in `grounding` (the retrieved context) count as known."""
     expected = language or detect_language(chat)
+    known = f"{chat}\n{grounding}" if grounding else chat
     return DraftCheck(
         language=detect_language(draft) if draft.strip() else "",
         expected_language=expected,
-        numbers_not_in_chat=tuple(invented_numbers(draft, chat)),
-        remedies_not_in_chat=tuple(invented_remedies(draft, chat, expected)),
+        numbers_not_in_chat=tuple(invented_numbers(draft, known)),
+        remedies_not_in_chat=tuple(invented_remedies(draft, known, expected)),
     )
 
 
-def draft_warnings(draft: str, chat: str) -> tuple[str, ...]:
+def offers_remedy(draft: str, terms: Sequence[str]) -> bool:
+    """Whether the draft names the prescribed remedy: any of its hand-written terms, matched
+    case-insensitively (eval/handwritten_topics.jsonl)."""
+    folded = unicodedata.normalize("NFKC", draft).lower()
+    return any(unicodedata.normalize("NFKC", t).lower() in folded for t in terms)
+
+
+def draft_warnings(draft: str, chat: str, grounding: str = "") -> tuple[str, ...]:
     """What the reviewer should check before approving, in words: the draft stage puts these on
     the record and the review page shows them. A check that cannot run warns nothing: it must
     never cost a customer their draft."""
     try:
-        check = check_draft(draft, chat)
+        check = check_draft(draft, chat, grounding=grounding)
     except Exception:  # noqa: BLE001 - a broken language model must not drop the draft
         return ()
     warnings = []
@@ -161,7 +176,7 @@ def draft_warnings(draft: str, chat: str) -> tuple[str, ...]:
         warnings.append(
             "offers what nobody in the chat mentioned: " + ", ".join(check.remedies_not_in_chat)
         )
-    return (*warnings, *contact_warnings(draft, chat))
+    return (*warnings, *contact_warnings(draft, f"{chat}\n{grounding}" if grounding else chat))
 
 
 def contact_warnings(draft: str, chat: str) -> tuple[str, ...]:

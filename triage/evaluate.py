@@ -16,9 +16,15 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["EvalReport", "evaluate", "main"]
+from triage.options import add_similar_arguments
+from triage.retrieval.context import context_for_prompt
+
+if TYPE_CHECKING:
+    from triage.retrieval.context import Similar
+
+__all__ = ["EvalReport", "evaluate", "main", "read_jsonl"]
 
 LABELS = (1, 0, -1)
 
@@ -39,16 +45,63 @@ class EvalReport:
 
     @property
     def checked_drafts(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r.get("draft")]
+        return self.drafts_of()
 
-    def _draft_pct(self, failed: str) -> float:
-        drafts = self.checked_drafts
+    def drafts_of(self, variant: str = "") -> list[dict[str, Any]]:
+        """The checked drafts without retrieval (""), or of a variant such as "retrieval"."""
+        found = (r.get(variant) if variant else r for r in self.rows)
+        return [d for d in found if d and d.get("draft")]
+
+    def _draft_pct(self, failed: str, variant: str = "") -> float:
+        drafts = self.drafts_of(variant)
         return self._pct(sum(bool(r[failed]) for r in drafts), len(drafts))
 
     @property
     def language_match_pct(self) -> float:
         drafts = self.checked_drafts
         return self._pct(sum(r["draft_language_ok"] for r in drafts), len(drafts))
+
+    def _prescribed(self, variant: str, language: str | None = None) -> tuple[int, int]:
+        """(drafts offering the prescribed remedy, chats a policy covers)."""
+        rows = [r for r in self.rows if language in (None, r.get("language"))]
+        found = [(r.get(variant) if variant else r) or {} for r in rows]
+        covered = [d for d in found if d.get("prescribed") is not None]
+        return sum(bool(d["prescribed"]) for d in covered), len(covered)
+
+    def _remedy_lines(self) -> list[str]:
+        """Drafts without and, when measured, with retrieval: the issue-16 comparison."""
+        variants = [""] + (["retrieval"] if self.drafts_of("retrieval") else [])
+        covered = self._prescribed("")[1]
+        if not covered and len(variants) == 1:
+            return []
+        header = "without retrieval" + ("  with retrieval" if len(variants) > 1 else "")
+        out = ["", f"drafts{'':<42}{header}"]
+        checks = (
+            ("in the chat's language", lambda v: self._draft_pct("draft_language_ok", v)),
+            (
+                "with a number in neither chat nor context",
+                lambda v: self._draft_pct("numbers_not_in_chat", v),
+            ),
+            (
+                "with a remedy in neither chat nor context",
+                lambda v: self._draft_pct("remedies_not_in_chat", v),
+            ),
+            (
+                f"offering the prescribed remedy ({covered} chats)",
+                lambda v: self._pct(*self._prescribed(v)),
+            ),
+        )
+        for name, value in checks:
+            out.append(f"  {name:<46}" + "".join(f"{value(v):>16.1f}%" for v in variants))
+        languages = sorted({str(r["language"]) for r in self.rows if r.get("language")})
+        per_language = []
+        for language in languages:
+            counts = [self._prescribed(v, language) for v in variants]
+            if counts[0][1]:
+                per_language.append(f"{language} " + " | ".join(f"{h}/{n}" for h, n in counts))
+        if per_language:
+            out.append("    prescribed remedy by language: " + ", ".join(per_language))
+        return out
 
     @property
     def invented_number_pct(self) -> float:
@@ -128,12 +181,30 @@ class EvalReport:
             "",
             f"drafts with a refund, credit or compensation the chat never mentions: "
             f"{self.invented_remedy_pct:.1f}%",
+            *self._remedy_lines(),
             f"eval: parsed {self.parsed_pct:.1f}%, sentiment accuracy {self.accuracy_pct:.1f}%, "
             f"drafts {self.drafts_pct:.1f}%",
             f"drafts: in the chat's language {self.language_match_pct:.1f}%, "
             f"with a number not in the chat {self.invented_number_pct:.1f}%",
         ]
         return out
+
+
+def _checked_draft(
+    draft: str, example: dict[str, Any], grounding: str, terms: list[str] | None
+) -> dict[str, Any]:
+    """A draft and what the checks found; `prescribed` is None when no policy fits the chat."""
+    from triage.draft_checks import check_draft, offers_remedy
+
+    check = check_draft(draft, example["chat_message"], example.get("language"), grounding)
+    return {
+        "draft": draft,
+        "draft_language": check.language,
+        "draft_language_ok": check.language_ok,
+        "numbers_not_in_chat": list(check.numbers_not_in_chat),
+        "remedies_not_in_chat": list(check.remedies_not_in_chat),
+        "prescribed": offers_remedy(draft, terms) if terms else None,
+    }
 
 
 def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -152,13 +223,19 @@ def evaluate(
     progress: Callable[[str], None] | None = None,
     generate_drafts: Callable[[list[str], int], list[str]] | None = None,
     prompt_versions: dict[str, str] | None = None,
+    similar_for: Callable[[list[str]], list[tuple[Similar, ...]]] | None = None,
+    retrieval_prompt: str | None = None,
+    remedy_terms: dict[str, list[str]] | None = None,
 ) -> EvalReport:
     """Score `generate` (prompts, max new tokens -> completions) on labelled examples.
 
     `generate_drafts` writes the apology drafts when it differs from `generate`, as in the
     pipeline, where triage replies are constrained to the schema and drafts are free text.
+    With `similar_for` (chat texts -> retrieved cases) every dissatisfied chat is drafted a
+    second time, on `retrieval_prompt` (the newest apology template when None) with what was
+    retrieved, so the two columns compare the same chats. `remedy_terms` (chat id -> words)
+    says whether each draft offers the remedy the matching policy prescribes.
     """
-    from triage.draft_checks import check_draft
     from triage.parse import ParseFailure, parse_reply
     from triage.prompts import TokenBudget, byte_token_count, load_template
 
@@ -167,7 +244,7 @@ def evaluate(
     triage = load_template("triage", versions.get("triage"))
     apology = load_template("apology", versions.get("apology"))
     report = EvalReport(total=len(examples))
-    negatives: list[tuple[dict[str, Any], str]] = []
+    negatives: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
     for batch in _batches(examples, batch_size):
         prompts = [
             triage.render(e["chat_message"], budget, user_id=str(e.get("user_id", "customer"))).text
@@ -200,31 +277,46 @@ def evaluate(
         if progress:
             progress(f"eval: triaged {sum(report.confusion.values())}/{report.total}")
     report.negatives = len(negatives)
-    for batch in _batches(negatives, batch_size):
-        prompts = [
-            apology.render(
-                e["chat_message"],
-                budget,
-                user_id=str(e.get("user_id", "customer")),
-                summary=s,
-                similar="[]",  # retrieval is measured apart (issue 16)
-            ).text
-            for e, s, _ in batch
-        ]
-        drafts = (generate_drafts or generate)(prompts, apology_max_new_tokens)
-        report.drafts += sum(bool(d.strip()) for d in drafts)
-        for (example, _, row), draft in zip(batch, drafts, strict=True):
-            check = check_draft(draft, example["chat_message"], example.get("language"))
-            row.update(
-                draft=draft,
-                draft_language=check.language,
-                draft_language_ok=check.language_ok,
-                numbers_not_in_chat=list(check.numbers_not_in_chat),
-                remedies_not_in_chat=list(check.remedies_not_in_chat),
-            )
-        if progress:
-            progress(f"eval: drafted {len(report.checked_drafts)}/{len(negatives)}")
+    variants = [("", apology, None)]
+    if similar_for is not None:
+        variants.append(("retrieval", load_template("apology", retrieval_prompt), similar_for))
+    for variant, template, find in variants:
+        for batch in _batches(negatives, batch_size):
+            found = find([e["chat_message"] for e, _, _ in batch]) if find else [()] * len(batch)
+            contexts = [context_for_prompt(similar) for similar in found]
+            prompts = [
+                template.render(
+                    e["chat_message"],
+                    budget,
+                    user_id=str(e.get("user_id", "customer")),
+                    summary=s,
+                    similar=context,
+                ).text
+                for (e, s, _), context in zip(batch, contexts, strict=True)
+            ]
+            drafts = (generate_drafts or generate)(prompts, apology_max_new_tokens)
+            for (example, _, row), draft, similar, context in zip(
+                batch, drafts, found, contexts, strict=True
+            ):
+                checked = _checked_draft(
+                    draft, example, context if similar else "", (remedy_terms or {}).get(row["id"])
+                )
+                if variant:
+                    row[variant] = {**checked, "similar_ids": [i.doc_id for i in similar]}
+                else:
+                    report.drafts += bool(draft.strip())
+                    row.update(checked)
+            if progress:
+                done = sum(bool(r.get(variant) if variant else r.get("draft")) for r in report.rows)
+                label = f" with {variant}" if variant else ""
+                progress(f"eval: drafted{label} {done}/{len(negatives)}")
     return report
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """One dict per non-blank line of a JSON-lines file."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -243,14 +335,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_false",
         help="free-text triage replies (the pipeline's --no_constrained_decoding)",
     )
+    parser.add_argument(
+        "--topics",
+        default=None,
+        help="JSON lines (id, remedy_terms): whether each draft offers the prescribed remedy",
+    )
+    parser.add_argument(
+        "--retrieval_prompt_version",
+        default=None,
+        help="apology template for the drafts with retrieval (default: the newest)",
+    )
+    add_similar_arguments(parser)  # with --vector_store: each draft again, with retrieval
     args = parser.parse_args(argv)
 
     from handlers.gemma import GemmaModelHandler, load_token_counter
     from triage.parse import decoding_constraints
+    from triage.pipeline import similar_settings
     from triage.prompts import prompt_version
+    from triage.retrieval.similar import look_up
 
-    with open(args.examples, encoding="utf-8") as f:
-        examples = [json.loads(line) for line in f if line.strip()][: args.limit]
+    examples = read_jsonl(args.examples)[: args.limit]
+    remedy_terms = (
+        {str(t["id"]): list(t.get("remedy_terms") or ()) for t in read_jsonl(args.topics)}
+        if args.topics
+        else None
+    )
+    settings = similar_settings(args)
     triage_constraint, draft_constraint = decoding_constraints(args.constrained_decoding)
     # One set of weights: the two handlers share the loaded model.
     triage_model = GemmaModelHandler(
@@ -283,6 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=progress,
         generate_drafts=generate_drafts,
         prompt_versions={k: v for k, v in versions.items() if v},
+        similar_for=(lambda texts: look_up(settings, texts)) if settings else None,
+        retrieval_prompt=args.retrieval_prompt_version,
+        remedy_terms=remedy_terms,
     )
     if args.details:
         with open(args.details, "w", encoding="utf-8") as out:

@@ -574,11 +574,6 @@ def merge_adapter(
     causal_lm.save_to_preset(out_dir)
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="triage finetune", description=__doc__.splitlines()[0])
     parser.add_argument("--model_preset", required=True, help="base preset to start from")
@@ -601,6 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--triage_prompt_version", default=None)
     parser.add_argument("--apology_prompt_version", default=None)
     args = parser.parse_args(argv)
+
+    from triage.evaluate import read_jsonl
 
     records = [r for path in args.examples for r in read_jsonl(path)]
     examples = build_examples(records, args.triage_prompt_version, args.apology_prompt_version)

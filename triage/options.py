@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
-__all__ = ["DEFAULT_MODEL_PRESET", "TriageOptions"]
+__all__ = ["DEFAULT_MODEL_PRESET", "TriageOptions", "add_similar_arguments"]
 
 # Gemma 3 270M with the committed triage LoRA adapter merged in, built by `make setup`.
 DEFAULT_MODEL_PRESET = "models/triage-gemma3-270m"
@@ -87,17 +89,7 @@ class TriageOptions(PipelineOptions):
             default=True,
             help="skip compiling every shape bucket at model load (quicker local runs)",
         )
-        similar = parser.add_argument_group("similar resolved cases (triage index)")
-        similar.add_argument(
-            "--vector_store",
-            default=None,
-            help="Milvus Lite file or Milvus URI that `triage index` filled; dissatisfied "
-            "customers' drafts then come with the most similar resolved cases",
-        )
-        similar.add_argument("--vector_collection", default="similar_cases")
-        similar.add_argument("--embedding_model", default="e5-small", help="as for triage index")
-        similar.add_argument("--embedding_dim", type=int, default=None)
-        similar.add_argument("--similar_cases", type=int, default=3, help="how many to retrieve")
+        add_similar_arguments(parser)
         io = parser.add_argument_group("Pub/Sub and BigQuery (streaming mode)")
         io.add_argument(
             "--input_subscription", default=None, help="projects/P/subscriptions/S to read chats"
@@ -123,3 +115,19 @@ class TriageOptions(PipelineOptions):
             default=120.0,
             help="how long a write is retried through transient errors before dead-lettering",
         )
+
+
+def add_similar_arguments(parser: Any) -> None:
+    """The retrieval flags, shared by the pipeline and `triage eval` (`similar_settings` reads
+    them from either)."""
+    similar = parser.add_argument_group("similar resolved cases (triage index)")
+    similar.add_argument(
+        "--vector_store",
+        default=None,
+        help="Milvus Lite file or Milvus URI that `triage index` filled; dissatisfied "
+        "customers' drafts then come with the most similar resolved cases",
+    )
+    similar.add_argument("--vector_collection", default="similar_cases")
+    similar.add_argument("--embedding_model", default="e5-small", help="as for triage index")
+    similar.add_argument("--embedding_dim", type=int, default=None)
+    similar.add_argument("--similar_cases", type=int, default=3, help="how many to retrieve")

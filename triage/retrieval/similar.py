@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "FailSoft",
     "FindSimilar",
     "SimilarSettings",
+    "look_up",
     "similar_from_response",
 ]
 
@@ -139,6 +141,25 @@ def similar_from_response(response: dict[str, Any], min_score: float) -> tuple[S
             text=str(fields.get("content", ""))[:CONTEXT_CHARS],
         )
     return tuple(found.values())
+
+
+def look_up(settings: SimilarSettings, texts: Sequence[str]) -> list[tuple[Similar, ...]]:
+    """The pipeline's retrieval outside Beam, for `triage eval`: the same query embedding, the
+    same search and the same per-document results, one tuple per text."""
+    from triage.retrieval.embedders import load_embedder
+
+    vectors = load_embedder(settings.embedding_model, settings.dim).embed(list(texts), query=True)
+    return [
+        similar_from_response(
+            {
+                "id": [h.chunk_id for h in hits],
+                "distance": [h.score for h in hits],
+                "fields": [{"metadata": h.metadata, "content": h.text} for h in hits],
+            },
+            settings.min_score,
+        )
+        for hits in settings.store().search(vectors, settings.limit)
+    ]
 
 
 class _Join:
