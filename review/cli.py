@@ -17,10 +17,15 @@ from typing import Any
 __all__ = [
     "DashboardRefresher",
     "ReviewServer",
+    "add_reviews_table_args",
     "build_app",
+    "export_rows",
+    "fetch_approved",
     "main_export_approved",
     "main_review",
     "main_review_user",
+    "parse_since",
+    "reviews_table_from",
     "secure_cookies",
     "serve",
 ]
@@ -30,12 +35,31 @@ LOG = logging.getLogger(__name__)
 DASHBOARD_TTL_S = 30.0
 
 
-def _targets_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project", required=True)
+def add_reviews_table_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """`--project`, `--dataset`, `--prefix` and `--reviews_table`, named as `triage infra`
+    names them, for every command that reads the `reviews` table (`triage index` too, where
+    the table is one source among others and `--project` is not always needed)."""
+    parser.add_argument("--project", required=required)
     parser.add_argument("--dataset", default="triage")
     parser.add_argument("--prefix", default="", help="the prefix given to `triage infra`")
-    parser.add_argument("--subscription", help="default: the drafts review subscription")
     parser.add_argument("--reviews_table", help="default: PROJECT.DATASET.reviews")
+
+
+def reviews_table_from(args: argparse.Namespace) -> str:
+    """The table `add_reviews_table_args`' flags name: `--reviews_table`, else the
+    conventional one in `--project`."""
+    from triage.gcp import Infrastructure
+
+    if args.reviews_table:
+        return str(args.reviews_table)
+    return Infrastructure.named(
+        args.project, dataset=args.dataset, prefix=args.prefix
+    ).reviews_table
+
+
+def _targets_args(parser: argparse.ArgumentParser) -> None:
+    add_reviews_table_args(parser)
+    parser.add_argument("--subscription", help="default: the drafts review subscription")
     parser.add_argument("--approved_topic", help="default: projects/PROJECT/topics/approved")
 
 
@@ -46,7 +70,7 @@ def _targets(args: argparse.Namespace) -> Any:
     infra = Infrastructure.named(args.project, dataset=args.dataset, prefix=args.prefix)
     return ReviewTargets(
         subscription=args.subscription or infra.review_subscription,
-        reviews_table=args.reviews_table or infra.reviews_table,
+        reviews_table=reviews_table_from(args),
         approved_topic=args.approved_topic or infra.approved_topic,
     )
 
@@ -284,9 +308,12 @@ def main_review_user(argv: Sequence[str] | None = None) -> int:
 
 
 def export_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Approved reviews as `triage finetune` examples: the triage answer and the final reply."""
+    """Approved reviews as `triage finetune` examples: the triage answer and the final reply.
+    `draft_id` names the approval, so `triage index --cases` keys the case by it and indexing
+    the same approval again (from this file, BigQuery or the `approved` topic) overwrites it."""
     return [
         {
+            "draft_id": r["draft_id"],
             "chat_id": r["chat_id"],
             "chat_message": r["chat_message"],
             "sentiment": int(r["sentiment"]),
@@ -300,9 +327,45 @@ def export_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def main_export_approved(argv: Sequence[str] | None = None) -> int:
+def fetch_approved(
+    client: Any, table: str, since: datetime | None = None, timeout: float = 120.0
+) -> list[dict[str, Any]]:
+    """The approved replies in the `reviews` table, oldest decision first, as `export_rows`
+    writes them: what `triage export-approved` exports and `triage index --from_bigquery`
+    indexes. A draft has one decision, but the table can hold a second row for it (two app
+    instances racing, or a write past the deduplication horizon); the first stands, as in the
+    review queue and the `reviews_unique` view, so each draft appears once, and only if its
+    first decision was an approval. `since` filters on that first decision."""
     from google.cloud import bigquery
 
+    sql = (
+        "SELECT * EXCEPT (_nth) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY draft_id "
+        f"ORDER BY decided_at, reviewer) AS _nth FROM `{table}`) "
+        "WHERE _nth = 1 AND decision = 'approved'"
+    )
+    params = []
+    if since is not None:
+        sql += " AND decided_at >= @since"
+        params.append(bigquery.ScalarQueryParameter("since", "TIMESTAMP", since))
+    sql += " ORDER BY decided_at, draft_id"
+    job = client.query(
+        sql,
+        job_config=bigquery.QueryJobConfig(query_parameters=params),
+        retry=None,
+        job_retry=None,
+    )
+    return export_rows([dict(r.items()) for r in job.result(timeout=timeout, retry=None)])
+
+
+def parse_since(text: str | None) -> datetime | None:
+    """`--since` as an aware time: ISO 8601, a trailing `Z` accepted."""
+    if not text:
+        return None
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def main_export_approved(argv: Sequence[str] | None = None) -> int:
     from triage.gcp import bigquery_client, split_table
 
     parser = argparse.ArgumentParser(
@@ -315,20 +378,10 @@ def main_export_approved(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     table = _targets(args).reviews_table
     client = bigquery_client(split_table(table)[0])
-    sql = f"SELECT * FROM `{table}` WHERE decision = 'approved'"
-    params = []
-    if args.since:
-        sql += " AND decided_at >= @since"
-        since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
-        params.append(bigquery.ScalarQueryParameter("since", "TIMESTAMP", since))
-    sql += " ORDER BY decided_at"
-    job = client.query(
-        sql,
-        job_config=bigquery.QueryJobConfig(query_parameters=params),
-        retry=None,
-        job_retry=None,
-    )
-    rows = export_rows([dict(r.items()) for r in job.result(timeout=120, retry=None)])
+    try:
+        rows = fetch_approved(client, table, parse_since(args.since))
+    finally:
+        client.close()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         for row in rows:

@@ -205,7 +205,9 @@ def _infra(args: argparse.Namespace) -> int:
         f"Publish chats to {infra.input_topic}. Agents review drafts with:\n"
         f"  triage review --project {args.project} --prefix '{args.prefix}' --users FILE\n"
         f"(drafts from {infra.review_subscription}; decisions to {infra.reviews_table}; "
-        f"approved replies to {infra.approved_topic})."
+        f"approved replies to {infra.approved_topic}). Index them as similar cases with:\n"
+        f"  triage index --approved_subscription {infra.approved_index_subscription} "
+        "--vector_store FILE_OR_URI"
     )
     return 0
 

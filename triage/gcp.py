@@ -91,6 +91,8 @@ class Infrastructure:
     # Drafts the review app could not handle after many deliveries, kept for an operator.
     dead_drafts_topic: str
     dead_drafts_subscription: str
+    # Approved replies for `triage index --approved_subscription` (similar resolved cases).
+    approved_index_subscription: str
 
     @classmethod
     def named(cls, project: str, dataset: str = "triage", prefix: str = "") -> Infrastructure:
@@ -107,6 +109,7 @@ class Infrastructure:
             approved_topic=f"projects/{project}/topics/{prefix}approved",
             dead_drafts_topic=f"projects/{project}/topics/{prefix}drafts-dead",
             dead_drafts_subscription=f"projects/{project}/subscriptions/{prefix}drafts-dead",
+            approved_index_subscription=f"projects/{project}/subscriptions/{prefix}approved-index",
         )
 
 
@@ -249,6 +252,14 @@ def ensure_infrastructure(infra: Infrastructure) -> None:
             ack_deadline_seconds=600,
         )
         ensure_subscription(subscriber, infra.dead_drafts_subscription, infra.dead_drafts_topic)
+        # The streaming indexer runs on a runner that may ack on pull (the DirectRunner), so
+        # acknowledged approvals are kept for a seek back; `index --from_bigquery` covers older.
+        ensure_subscription(
+            subscriber,
+            infra.approved_index_subscription,
+            infra.approved_topic,
+            retain_acked=True,
+        )
     finally:
         subscriber.close()
     for table, record_type in (

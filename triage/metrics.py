@@ -27,6 +27,12 @@ INTERNAL_ERRORS = "internal_errors"
 PROMPT_TOKENS = "prompt_tokens"
 PROMPT_CHARS = "prompt_chars"
 REPLY_CHARS = "reply_chars"
+# triage index (triage.retrieval): documents chunked for the store, and approvals read (from
+# the reviews table or the approved topic) and dropped as unusable.
+DOCUMENTS_INDEXED = "documents_indexed"
+CHUNKS_INDEXED = "chunks_indexed"
+APPROVALS_READ = "approvals_read"
+APPROVALS_UNUSABLE = "approvals_unusable"
 
 
 def counter(name: str):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import yaml
 __all__ = [
     "CHUNK_CHARS",
     "Document",
+    "case_document",
     "chunk_document",
     "read_articles",
     "read_cases",
@@ -72,28 +73,44 @@ def read_articles(folder: str | Path) -> list[Document]:
     return docs
 
 
+def case_document(row: Mapping[str, Any]) -> Document:
+    """One resolved case from a row: `id` or `draft_id` (else the draft id the pipeline gives
+    a chat, `CHAT_ID/draft`), `chat_message`, `approved_reply` (or `draft`, as `triage
+    export-approved` writes it), with `language`, `topic`, `remedy` when known. Every source
+    of cases (files, the `reviews` table, the `approved` topic) goes through here, so one
+    approval gets one id wherever it was read: indexing it again overwrites it."""
+    doc_id = row.get("id") or row.get("draft_id")
+    if not doc_id and row.get("chat_id"):
+        doc_id = f"{row['chat_id']}/draft"
+    if not doc_id:
+        raise ValueError("a resolved case needs an id, a draft_id or a chat_id")
+    chat = row.get("chat_message")
+    if not isinstance(chat, str) or not chat.strip():
+        raise ValueError(f"case {doc_id}: no chat_message")
+    reply = row.get("approved_reply") or row.get("draft") or ""
+    return Document(
+        doc_id=str(doc_id),
+        kind="case",
+        language=str(row.get("language") or ""),
+        topic=str(row.get("topic") or ""),
+        title=str(row.get("summary") or row.get("topic") or ""),
+        text=chat,
+        remedy=str(row.get("remedy") or ""),
+        reply=str(reply),
+    )
+
+
 def read_cases(paths: Iterable[str | Path]) -> list[Document]:
-    """Resolved cases from JSON lines: `id`, `chat_message`, `approved_reply` (or `draft`,
-    as `triage export-approved` writes them), with `language`, `topic`, `remedy` when known."""
+    """Resolved cases from JSON lines, one `case_document` row a line."""
     docs = []
     for path in paths:
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
+        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            reply = row.get("approved_reply") or row.get("draft") or ""
-            docs.append(
-                Document(
-                    doc_id=str(row.get("id") or row.get("draft_id")),
-                    kind="case",
-                    language=str(row.get("language", "")),
-                    topic=str(row.get("topic", "")),
-                    title=str(row.get("summary") or row.get("topic") or ""),
-                    text=str(row["chat_message"]),
-                    remedy=str(row.get("remedy", "")),
-                    reply=str(reply),
-                )
-            )
+            try:
+                docs.append(case_document(json.loads(line)))
+            except ValueError as err:
+                raise ValueError(f"{path}:{number}: {err}") from err
     return docs
 
 
