@@ -425,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pull_size", type=int, default=PULL_SIZE, help="messages per DirectRunner pull"
     )
+    parser.add_argument(
+        "--timeout_secs", type=float, default=None, help="give up (default: 0.5 s per chat)"
+    )
     parser.add_argument("--out", default=None, help="JSON report (default: bench/results/)")
     args = parser.parse_args(argv)
     result = run_soak(
@@ -432,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         fault_secs=args.fault_secs,
         publish_secs=args.publish_secs,
         pull_size=args.pull_size,
+        timeout_secs=args.timeout_secs or max(1800.0, 0.5 * args.chats),
     )
     out = Path(args.out or ROOT / "bench" / "results" / f"soak-{args.chats}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
