@@ -181,3 +181,15 @@ def test_eval_compares_drafts_without_and_with_retrieval_on_the_same_chats():
     assert row.split()[-2:] == ["0.0%", "100.0%"]
     assert "prescribed remedy by language: en 0/1 | 1/1" in "\n".join(lines)
     assert lines[-1].startswith("drafts: in the chat's language 100.0%")
+
+
+def test_a_policy_in_another_language_grounds_the_remedy_it_names():
+    from triage.draft_checks import check_draft
+
+    chat = "Kunde: Mein Essen kam 70 Minuten zu spät und kalt an."
+    draft = "Es tut uns leid. Wir erstatten Ihnen den vollen Bestellwert."
+    english_policy = '[{"kind": "policy", "remedy": "Over an hour late: full refund."}]'
+    assert check_draft(draft, chat, "de").remedies_not_in_chat == ("erstatt",)
+    assert check_draft(draft, chat, "de", grounding=english_policy).remedies_not_in_chat == ()
+    unrelated = '[{"kind": "policy", "remedy": "Send the recovery form."}]'
+    assert check_draft(draft, chat, "de", grounding=unrelated).remedies_not_in_chat == ("erstatt",)

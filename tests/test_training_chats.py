@@ -74,3 +74,46 @@ def test_the_training_set_adds_generated_chats_after_the_written_ones():
     rows = training_records(train_per_language=100, synthetic_n=12, seed=1)
     assert len(rows) == 600 + 12
     assert [bool(r.get("synthetic")) for r in rows] == [False] * 600 + [True] * 12
+
+
+def test_grounded_drafts_pass_their_check_and_become_apology_examples_only():
+    from triage.finetune import build_examples
+    from triage.training_set import check_grounded, read_grounded
+
+    rows = read_grounded()
+    assert collections.Counter(r["language"] for r in rows) == {
+        lang: 30 for lang in ("de", "en", "es", "fr", "ja", "ko")
+    }
+    assert check_grounded(rows) == []
+    examples = build_examples(rows, apology_version="apology-v3")
+    assert len(examples) == len(rows)  # no triage example: they carry no label
+    first = json.dumps(rows[0]["similar"][0]["remedy"], ensure_ascii=False)[1:-1]
+    assert first in examples[0].prompt and "<similar>" in examples[0].prompt
+
+
+def test_the_grounded_check_refuses_numbers_nobody_gave_and_remedies_that_do_not_fit():
+    from triage.training_set import check_grounded
+
+    row = {
+        "id": "x",
+        "language": "en",
+        "chat_message": "my order is late",
+        "similar": [{"kind": "policy", "title": "Lost card", "remedy": "Block the card."}],
+        "fits": False,
+        "draft": "Sorry. You will get a refund within 48 hours.",
+    }
+    problems = check_grounded([row])
+    assert any("number" in p for p in problems) and any("remedy" in p for p in problems)
+
+
+def test_no_grounded_chat_shares_a_line_with_the_evaluation_sets():
+    from triage.training_set import read_grounded
+
+    held_out = [
+        json.loads(line)
+        for path in (EVAL, EVAL.parent / "retrieval.jsonl")
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+    eval_lines = set().union(*(_lines(r["chat_message"]) for r in held_out))
+    shared = {line for r in read_grounded() for line in _lines(r["chat_message"]) & eval_lines}
+    assert not shared

@@ -142,12 +142,20 @@ def check_draft(
     numbers and remedies in `grounding` (the retrieved context) count as known."""
     expected = language or detect_language(chat)
     known = f"{chat}\n{grounding}" if grounding else chat
+    # A policy is often written in another language than the chat (an English knowledge base,
+    # a German customer): a remedy it names in any language grounds one in the draft.
+    remedies = () if _names_a_remedy(grounding) else invented_remedies(draft, known, expected)
     return DraftCheck(
         language=detect_language(draft) if draft.strip() else "",
         expected_language=expected,
         numbers_not_in_chat=tuple(invented_numbers(draft, known)),
-        remedies_not_in_chat=tuple(invented_remedies(draft, known, expected)),
+        remedies_not_in_chat=tuple(remedies),
     )
+
+
+def _names_a_remedy(text: str) -> bool:
+    folded = text.lower()
+    return any(word in folded for words in REMEDY_WORDS.values() for word in words)
 
 
 def offers_remedy(draft: str, terms: Sequence[str]) -> bool:
