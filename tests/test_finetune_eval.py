@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -364,3 +365,58 @@ def test_triage_eval_cli_on_a_handful(records, tiny_preset, tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert EVAL_LINE.match(lines[-2]) and DRAFTS_LINE.match(lines[-1]), lines[-2:]
     assert "confusion" in proc.stdout
+
+
+def _rows(tasks: list[str]) -> list:
+    from triage.finetune import _Encoded
+
+    # widths 64 and 128 (two shapes), answers of 8 tokens
+    return [
+        _Encoded(list(range(40 if i % 2 else 100)), 30 if i % 2 else 90, (0, 0), task)
+        for i, task in enumerate(tasks)
+    ]
+
+
+def test_drafts_dealt_into_one_of_two_passes_and_ratings_into_both():
+    rows = _rows(["triage"] * 10 + ["apology"] * 7)
+    batches = _Batches(rows, 3, seed=1, boost=1.0, fixed_shapes=True, passes=2, apology_passes=1)
+    seen = collections.Counter(i for b in batches.batches for i in b)
+    assert all(seen[i] == 2 for i in range(10))  # every rating in both passes
+    assert all(seen[i] == 1 for i in range(10, 17))  # every draft in exactly one
+    by_pass = collections.Counter(
+        p
+        for b, (p, _) in zip(batches.batches, batches.batch_pass, strict=True)
+        for i in b
+        if i >= 10
+    )
+    assert sorted(by_pass.values()) == [3, 4]  # the drafts split evenly between the passes
+    assert sorted(i for b in batches.cover() for i in b) == list(range(17))  # prefix: once each
+
+
+def test_one_pass_per_epoch_deals_as_before():
+    rows = _rows(["triage"] * 6 + ["apology"] * 3)
+    a = _Batches(rows, 3, seed=4, boost=1.0, fixed_shapes=True)
+    b = _Batches(rows, 3, seed=4, boost=1.0, fixed_shapes=True, apology_passes=None)
+    assert a.batches == b.batches and sorted(i for x in a.batches for i in x) == list(range(9))
+    a.deal()
+    assert sorted(i for x in a.batches for i in x) == list(range(9))  # the next epoch: all
+
+
+@pytest.mark.model
+def test_a_run_with_drafts_in_one_epoch_reports_both_epochs(records, tiny_preset, tmp_path):
+    examples = build_examples(records[:8])
+    report = finetune(
+        tiny_preset,
+        examples,
+        str(tmp_path / "m"),
+        epochs=2,
+        lora_rank=2,
+        lora_layers=1,
+        tokens_per_batch=1024,
+        verbose=0,
+        apology_epochs=1,
+    )
+    drafts = sum(e.task == "apology" for e in examples)
+    assert drafts and report["batches"].endswith("each draft in 1 of them")
+    assert len(report["loss_per_epoch"]) == 2 and len(report["guard_loss_per_epoch"]) == 2
+    assert all(np.isfinite(v) and v > 0 for v in report["loss_per_epoch"])

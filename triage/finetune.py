@@ -64,6 +64,7 @@ class TrainingExample:
 
     prompt: str
     answer: str
+    task: str = "triage"  # or "apology"
 
 
 def _answer_json(sentiment: int, summary: str) -> str:
@@ -101,7 +102,7 @@ def build_examples(
             prompt = apology.render(
                 chat, user_id=user_id, summary=summary or "", similar=similar
             ).text
-            examples.append(TrainingExample(prompt, str(record["draft"]).strip()))
+            examples.append(TrainingExample(prompt, str(record["draft"]).strip(), "apology"))
     return examples
 
 
@@ -123,6 +124,7 @@ class _Encoded:
     ids: list[int]  # <bos> prompt answer <end_of_turn>
     answer_start: int  # index in ids of the first answer token
     boosted: tuple[int, int]  # answer-relative token span whose loss is weighted up
+    task: str = "triage"
 
 
 def _encode(tokenizer: Any, examples: Sequence[TrainingExample], max_length: int) -> list[_Encoded]:
@@ -147,7 +149,7 @@ def _encode(tokenizer: Any, examples: Sequence[TrainingExample], max_length: int
             end = key + len(SENTIMENT_KEY) + (value.end() if value else 0)
             start = len(tokenizer.tokenize(example.answer[: key + len(SENTIMENT_KEY) - 1]))
             boosted = (start, len(tokenizer.tokenize(example.answer[:end])))
-        encoded.append(_Encoded(ids, 1 + len(p), boosted))
+        encoded.append(_Encoded(ids, 1 + len(p), boosted, example.task))
     return encoded
 
 
@@ -173,6 +175,8 @@ class _Batches:
         target_index: Any = None,
         fixed_shapes: bool = False,
         guard_outside: Any = None,
+        passes: int = 1,
+        apology_passes: int | None = None,
     ):
         import keras
         import numpy as np
@@ -195,6 +199,16 @@ class _Batches:
         self._rng = random.Random(seed)
         self._seed = seed
         self._epoch = -1
+        # `passes` > 1: all passes dealt up front, as one Keras epoch (Keras wants the same
+        # number of batches in every epoch; passes that leave examples out differ).
+        self._passes = passes
+        self._only_in: dict[int, int] = {}  # example -> the one pass it is trained in
+        if apology_passes is not None and apology_passes < passes:
+            drafts = [i for i, row in enumerate(encoded) if row.task == "apology"]
+            self._rng.shuffle(drafts)
+            for k, i in enumerate(drafts):
+                self._only_in[i] = k % passes  # fewer passes: see `finetune`
+        self.batch_pass: list[tuple[int, int]] = []  # batch -> (pass, index in the pass)
         self.batches: list[list[int]] = []
         self.deal()
         self._guard_outside = guard_outside  # token ids outside the compact vocabulary
@@ -222,13 +236,30 @@ class _Batches:
         batch, a third of them held one language and two thirds one task, and which came last
         decided a lot (seeds ranged from 68% to 88% on the hand-written chats). Dealing again
         each epoch keeps every shape, so no compilation and no padding is added."""
-        self.batches = []
-        self._epoch += 1
+        self.batches, self.batch_pass = [], []
+        for _ in range(self._passes):
+            self._epoch += 1
+            dealt_pass = self._deal_pass(self._epoch)
+            self.batch_pass += [(self._epoch, j) for j in range(len(dealt_pass))]
+            self.batches += dealt_pass
+
+    def _deal_pass(self, epoch: int) -> list[list[int]]:
+        batches = []
         for members, size in self._groups:
-            dealt = list(members)
+            this = epoch % self._passes
+            dealt = [i for i in members if self._only_in.get(i, this) == this]
             self._rng.shuffle(dealt)
-            self.batches += [dealt[i : i + size] for i in range(0, len(dealt), size)]
-        self._rng.shuffle(self.batches)
+            batches += [dealt[i : i + size] for i in range(0, len(dealt), size)]
+        self._rng.shuffle(batches)
+        return batches
+
+    def cover(self) -> list[list[int]]:
+        """Every example once, in batches of its shape: what the frozen prefix runs on."""
+        return [
+            members[i : i + size]
+            for members, size in self._groups
+            for i in range(0, len(members), size)
+        ]
 
     @staticmethod
     def _shape(row: _Encoded) -> tuple[int, int]:
@@ -239,19 +270,20 @@ class _Batches:
     def _width(self, row: _Encoded) -> int:
         return 64 * math.ceil((len(row.ids) - 1) / 64) if self._fixed else self._shape(row)[0]
 
-    def members(self, index: int) -> list[int]:
-        """The chats of batch `index`, with weightless copies of its first filling a short
-        batch to its shape's rows (fixed shapes)."""
-        members = list(self.batches[index])
+    def members(self, index: int | list[int]) -> list[int]:
+        """The chats of batch `index` (or these chats), with weightless copies of its first
+        filling a short batch to its shape's rows (fixed shapes)."""
+        members = list(self.batches[index] if isinstance(index, int) else index)
         if self._fixed:
             width = max(self._width(self._encoded[i]) for i in members)
             members += [members[0]] * (self._rows[width] - len(members))
         return members
 
-    def arrays(self, index: int) -> tuple[Any, Any, Any, Any, Any]:
-        """Token ids, padding mask, answer positions, targets and weights of batch `index`."""
+    def arrays(self, index: int | list[int]) -> tuple[Any, Any, Any, Any, Any]:
+        """Token ids, padding mask, answer positions, targets and weights of batch `index`
+        (or of these chats)."""
         np = self._np
-        real = len(self.batches[index])
+        real = len(self.batches[index] if isinstance(index, int) else index)
         rows = [self._encoded[i] for i in self.members(index)]
         width = max(self._width(r) for r in rows)
         answer_width = max(self._shape(r)[1] for r in rows)
@@ -296,7 +328,8 @@ class _Batches:
         slots, its draw (the same for a batch in a given epoch, whatever the run's order) and
         targets; filler rows carry no weight."""
         np = self._np
-        rng = np.random.default_rng((self._seed, self._epoch, index))
+        epoch, within = self.batch_pass[index] if self._passes > 1 else (self._epoch, index)
+        rng = np.random.default_rng((self._seed, epoch, within))
         targets = np.count_nonzero(weight, axis=1)
         targets[len(self.batches[index]) :] = 0
         slots, drawn = guard_draw(rng, targets, self._guard_outside)
@@ -335,6 +368,39 @@ def _progress(total_steps: int, every: int = 10) -> Any:
             )
 
     return Progress()
+
+
+def _pass_losses(batch_pass: Sequence[tuple[int, int]]) -> Any:
+    """A callback that splits one Keras epoch's running-mean losses back into the passes
+    `_Batches` dealt into it: the report keeps one loss per epoch of data."""
+    import keras
+
+    class PassLosses(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.logs: list[dict[str, float]] = []
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            self.logs.append({k: float(v) for k, v in (logs or {}).items()})
+
+        def means(self) -> dict[str, list[float]]:
+            """Per pass: (running mean x steps at its end - the same at its start) / steps."""
+            ends = [
+                i
+                for i in range(len(self.logs))
+                if i + 1 == len(self.logs) or batch_pass[i + 1][0] != batch_pass[i][0]
+            ]
+            out: dict[str, list[float]] = {}
+            for name in self.logs[0] if self.logs else ():
+                values, before = [], (0, 0.0)
+                for end in ends:
+                    total = self.logs[end][name] * (end + 1)
+                    values.append((total - before[1]) / (end + 1 - before[0]))
+                    before = (end + 1, total)
+                out[name] = values
+            return out
+
+    return PassLosses()
 
 
 def _prefix_progress(blocks: int, every: int = 50) -> Any:
@@ -435,8 +501,13 @@ def finetune(
     adapter_out: str | None = None,
     seed: int = 0,
     verbose: int = 1,
+    apology_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Train and save a preset to `out_dir`; returns what was done (for logs and tests).
+
+    `apology_epochs` < `epochs`: each apology example is trained in that many of the epochs
+    (spread evenly), the triage examples in all: drafts learn their form sooner than ratings
+    settle, and on 2 CPU cores every token counts (see the README's build time).
 
     `lora_rank`: None picks LoRA (rank 8) for backbones over 50M parameters and full training
     below; 0 forces full training. `lora_layers`: adapt only the top N decoder blocks.
@@ -455,6 +526,7 @@ def finetune(
     rank = lora_rank if lora_rank is not None else (8 if params > LORA_THRESHOLD_PARAMS else 0)
     adapted = enable_lora(backbone, rank, lora_layers) if rank else 0
     lr = learning_rate if learning_rate is not None else (2e-4 if rank else 3e-3)
+    fewer_drafts = apology_epochs is not None and apology_epochs < epochs
 
     preprocessor = causal_lm.preprocessor
     encoded = _encode(preprocessor.tokenizer, examples, max_length)
@@ -486,13 +558,17 @@ def finetune(
         target_index,
         fixed_shapes=prefix is not None,
         guard_outside=outside,
+        passes=epochs if fewer_drafts else 1,
+        apology_passes=apology_epochs if fewer_drafts else None,
     )
     if prefix is not None:
+        cover = batches.cover() if fewer_drafts else batches.batches
         prefix.compute(
-            [tuple(b) for b in batches.batches],
-            lambda i: batches.arrays(i)[:2],
+            [tuple(b) for b in cover],
+            lambda i: batches.arrays(cover[i])[:2],
             _prefix_progress(prefix.start) if verbose else None,
         )
+    passes, epochs = (epochs, 1) if fewer_drafts else (1, epochs)  # see _Batches: one epoch
     steps_per_epoch = len(batches.batches)
     steps = epochs * steps_per_epoch
     if max_steps is not None:
@@ -514,15 +590,17 @@ def finetune(
         loss={"answer": loss, "guard": leak_loss} if outside is not None else loss,
     )
     started = time.monotonic()
+    by_pass = _pass_losses(batches.batch_pass) if passes > 1 else None
     history = model.fit(
         batches.dataset,
         epochs=epochs,
         steps_per_epoch=min(steps, steps_per_epoch) if max_steps is not None else None,
         verbose=0,
         shuffle=False,
-        callbacks=[_progress(steps)] if verbose else [],
+        callbacks=([_progress(steps)] if verbose else []) + ([by_pass] if by_pass else []),
     )
     seconds = time.monotonic() - started
+    losses = by_pass.means() if by_pass else history.history
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     causal_lm.save_to_preset(out_dir)  # keras merges LoRA into the kernels it saves
     if adapter_out and rank:
@@ -542,13 +620,17 @@ def finetune(
         "learning_rate": lr,
         "warmup_steps": warmup,
         "global_clipnorm": CLIP_NORM,
-        "batches": "dealt again each epoch",
+        "batches": (
+            f"{passes} epochs dealt up front; each draft in {apology_epochs} of them"
+            if passes > 1
+            else "dealt again each epoch"
+        ),
         **speedups,
-        "loss_per_epoch": [round(float(v), 4) for v in history.history["loss"]],
+        "loss_per_epoch": [round(float(v), 4) for v in losses["loss"]],
         **{
-            f"{name}_per_epoch": [round(float(v), 4) for v in history.history[name]]
+            f"{name}_per_epoch": [round(float(v), 4) for v in losses[name]]
             for name in ("answer_loss", "guard_loss")
-            if name in history.history
+            if name in losses
         },
     }
 
@@ -595,6 +677,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--triage_prompt_version", default=None)
     parser.add_argument("--apology_prompt_version", default=None)
+    parser.add_argument(
+        "--apology_epochs",
+        type=int,
+        default=None,
+        help="train each draft in only this many of the epochs (default: all)",
+    )
     args = parser.parse_args(argv)
 
     from triage.evaluate import read_jsonl
@@ -617,6 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         adapter_out=args.adapter_out,
         max_length=args.max_length,
         seed=args.seed,
+        apology_epochs=args.apology_epochs,
     )
     from triage.prompts import PROMPTS_FILE, load_template
 
