@@ -136,3 +136,25 @@ def test_the_embedding_gemma_path_loads_embeds_and_writes(tmp_path, tiny_preset)
 
     docs = [d for d in _docs() if d.topic == "account-locked"]
     _index_and_check(tmp_path, f"keras-hub:{preset}", 32, docs)
+
+
+def test_retrieved_cases_are_one_per_document_in_a_language_the_draft_can_use():
+    from triage.retrieval.context import draft_languages
+    from triage.retrieval.similar import similar_from_response
+
+    ids = ["kb-ko#0", "kb-en#0", "kb-en#1", "case-es#0", "kb-ja#0", "case-x#0"]
+    langs = ["ko", "en", "en", "es", "ja", ""]
+    response = {
+        "id": ids,
+        "distance": [0.95, 0.9, 0.89, 0.8, 0.7, 0.6],
+        "fields": [
+            {"metadata": {"doc_id": i.split("#")[0], "language": lang}}
+            for i, lang in zip(ids, langs, strict=True)
+        ],
+    }
+    languages = draft_languages("Cliente: la factura de la luz es el doble, no lo entiendo.")
+    assert languages == {"es", "en"}
+    found = similar_from_response(response, 0.0, languages, limit=2)
+    assert [s.doc_id for s in found] == ["kb-en", "case-es"]  # Korean skipped, kb-en once
+    everything = similar_from_response(response, 0.0)
+    assert [s.doc_id for s in everything] == ["kb-ko", "kb-en", "case-es", "kb-ja", "case-x"]

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["CONTEXT_CHARS", "Similar", "context_for_prompt"]
+__all__ = ["CONTEXT_CHARS", "Similar", "context_for_prompt", "draft_languages"]
 
 CONTEXT_CHARS = 500  # per retrieved item in the prompt: its remedy and reply, not whole pages
 
@@ -37,3 +37,13 @@ def context_for_prompt(similar: Sequence[Similar] | None) -> str:
             entry["approved_reply"] = item.reply[:CONTEXT_CHARS]
         items.append(entry)
     return json.dumps(items, ensure_ascii=False)
+
+
+def draft_languages(chat: str) -> frozenset[str]:
+    """The languages whose documents may go into a draft's context: the chat's, and English,
+    the common language of knowledge bases. A Spanish chat shown its nearest cases in Korean
+    and Japanese got a Korean draft; context in a third language derails a small model more
+    than it helps."""
+    from triage.draft_checks import detect_language
+
+    return frozenset({detect_language(chat), "en"})

@@ -18,7 +18,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.transforms.enrichment import EnrichmentSourceHandler
 
-from triage.retrieval.context import CONTEXT_CHARS, Similar
+from triage.retrieval.context import CONTEXT_CHARS, Similar, draft_languages
 from triage.retrieval.embedders import DEFAULT_EMBEDDER
 from triage.retrieval.store import DEFAULT_COLLECTION, VectorStore
 
@@ -31,6 +31,9 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
+# Chunks fetched per case wanted: room for those in other languages and for several chunks of
+# one document.
+CANDIDATES = 4
 RETRIEVAL_OK = "ok"
 RETRIEVAL_UNAVAILABLE = "unavailable"
 
@@ -115,8 +118,14 @@ def _as_query(ask: Any) -> Any:
     )
 
 
-def similar_from_response(response: dict[str, Any], min_score: float) -> tuple[Similar, ...]:
-    """Milvus hits (chunks) -> one `Similar` per document, best first."""
+def similar_from_response(
+    response: dict[str, Any],
+    min_score: float,
+    languages: frozenset[str] | None = None,
+    limit: int | None = None,
+) -> tuple[Similar, ...]:
+    """Milvus hits (chunks) -> one `Similar` per document, best first; only documents in
+    `languages` (when given and the document says its language), at most `limit`."""
     found: dict[str, Similar] = {}
     for chunk_id, score, fields in zip(
         response.get("id", []),
@@ -130,6 +139,10 @@ def similar_from_response(response: dict[str, Any], min_score: float) -> tuple[S
         doc_id = str(meta.get("doc_id") or str(chunk_id).rsplit("#", 1)[0])
         if doc_id in found or float(score) < min_score:
             continue
+        if languages and meta.get("language") and meta["language"] not in languages:
+            continue
+        if limit is not None and len(found) >= limit:
+            break
         found[doc_id] = Similar(
             doc_id=doc_id,
             kind=str(meta.get("kind", "")),
@@ -157,14 +170,18 @@ def look_up(settings: SimilarSettings, texts: Sequence[str]) -> list[tuple[Simil
                 "fields": [{"metadata": h.metadata, "content": h.text} for h in hits],
             },
             settings.min_score,
+            draft_languages(text),
+            settings.limit,
         )
-        for hits in settings.store().search(vectors, settings.limit)
+        for text, hits in zip(
+            texts, settings.store().search(vectors, settings.limit * CANDIDATES), strict=True
+        )
     ]
 
 
 class _Join:
-    def __init__(self, min_score: float):
-        self._min_score = min_score
+    def __init__(self, min_score: float, limit: int):
+        self._min_score, self._limit = min_score, limit
 
     def __call__(self, chunk: Any, response: dict[str, Any]) -> Any:
         ask = chunk.metadata["ask"]
@@ -172,9 +189,9 @@ class _Join:
             return replace(
                 ask, similar=(), retrieval=f"{RETRIEVAL_UNAVAILABLE}: {response['unavailable']}"
             )
-        return replace(
-            ask, similar=similar_from_response(response, self._min_score), retrieval=RETRIEVAL_OK
-        )
+        languages = draft_languages(ask.chat.chat_message)
+        found = similar_from_response(response, self._min_score, languages, self._limit)
+        return replace(ask, similar=found, retrieval=RETRIEVAL_OK)
 
 
 class FindSimilar(beam.PTransform):
@@ -192,10 +209,11 @@ class FindSimilar(beam.PTransform):
 
         s = self._settings
         embed = TriageEmbeddings(s.embedding_model, s.dim, query=True)
-        handler = FailSoft(s.store().enrichment_handler(s.limit))
+        handler = FailSoft(s.store().enrichment_handler(s.limit * CANDIDATES))
         return (
             asks
             | "AsQuery" >> beam.Map(_as_query)
             | "EmbedChat" >> embed.get_ptransform_for_processing()
-            | "Search" >> Enrichment(handler, join_fn=_Join(s.min_score), timeout=self._timeout)
+            | "Search"
+            >> Enrichment(handler, join_fn=_Join(s.min_score, s.limit), timeout=self._timeout)
         )
