@@ -8,6 +8,7 @@ written without context, and its record says why (`Draft.retrieval`).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -159,9 +160,7 @@ def similar_from_response(
 def look_up(settings: SimilarSettings, texts: Sequence[str]) -> list[tuple[Similar, ...]]:
     """The pipeline's retrieval outside Beam, for `triage eval`: the same query embedding, the
     same search and the same per-document results, one tuple per text."""
-    from triage.retrieval.embedders import load_embedder
-
-    vectors = load_embedder(settings.embedding_model, settings.dim).embed(list(texts), query=True)
+    vectors = _embedder(settings.embedding_model, settings.dim).embed(list(texts), query=True)
     return [
         similar_from_response(
             {
@@ -177,6 +176,14 @@ def look_up(settings: SimilarSettings, texts: Sequence[str]) -> list[tuple[Simil
             texts, settings.store().search(vectors, settings.limit * CANDIDATES), strict=True
         )
     ]
+
+
+@functools.cache
+def _embedder(spec: str, dim: int | None) -> Any:
+    """Loaded once per process: `look_up` is called for every batch of an evaluation."""
+    from triage.retrieval.embedders import load_embedder
+
+    return load_embedder(spec, dim)
 
 
 class _Join:
