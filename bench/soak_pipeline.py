@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.fakes import ScriptedApologyHandler, ScriptedTriageHandler
@@ -15,9 +17,57 @@ from triage.infer import byte_counter
 from triage.options import TriageOptions
 from triage.pipeline import streaming_pipeline
 
+# Longer than the input subscription's ack deadline (`triage.gcp.ensure_subscription`, 60 s).
+SMALL_PULLS_SECS = 180.0
+
+
+class ShrinkingPuller:
+    """A subscriber client whose `pull` asks for up to `max_messages`, and for fewer when an
+    answer would not fit gRPC's 4 MiB limit.
+
+    The emulator refuses such an answer (ResourceExhausted) *after* handing its messages out:
+    they come back only when their ack deadline expires, and then together again. Shrinking only
+    the one pull (the first fix) let the next full-size pull take the same messages and fail the
+    same way, every minute, for ever: the 10,000-chat soak lost the 100 messages after c1800
+    (4.2 MB with three near-1 MiB chats) in two runs. So the smaller size holds for
+    `small_secs`, past the ack deadline, until the messages handed out in the refused answer
+    have been read in pieces that fit."""
+
+    def __init__(
+        self,
+        client: Any,
+        max_messages: int,
+        small_secs: float = SMALL_PULLS_SECS,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._client = client
+        self._max = max_messages
+        self._small_secs = small_secs
+        self._clock = clock
+        self._size = max_messages
+        self._small_until = 0.0
+
+    def pull(self, **kwargs: Any) -> Any:
+        from google.api_core.exceptions import ResourceExhausted
+
+        if self._clock() >= self._small_until:
+            self._size = self._max
+        while True:
+            try:
+                return self._client.pull(**{**kwargs, "max_messages": self._size})
+            except ResourceExhausted:
+                if self._size == 1:
+                    raise
+                self._size = max(1, self._size // 4)
+                self._small_until = self._clock() + self._small_secs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
 
 def pull_at_most(max_messages: int) -> None:
-    """Make the DirectRunner's Pub/Sub reader pull up to `max_messages` per bundle, not 10.
+    """Make the DirectRunner's Pub/Sub reader pull up to `max_messages` per bundle, not 10,
+    through `ShrinkingPuller`.
 
     Every bundle pays the DirectRunner's per-stage overhead and one deduplicating BigQuery
     lookup per sink; with 10 messages a bundle the soak ended about a chat a second, so its
@@ -28,33 +78,15 @@ def pull_at_most(max_messages: int) -> None:
 
     evaluator = transform_evaluator._PubSubReadEvaluator
     original = evaluator.__dict__["_get_subscriber_client"].__func__
+    pullers: dict[int, ShrinkingPuller] = {}  # one per client: the shrink must outlive a pull
 
-    class Client:
-        def __init__(self, client: Any):
-            self._client = client
+    def client_for(cls: Any, transform: Any) -> ShrinkingPuller:
+        client = original(cls, transform)
+        if id(client) not in pullers:
+            pullers[id(client)] = ShrinkingPuller(client, max_messages)
+        return pullers[id(client)]
 
-        def pull(self, **kwargs: Any) -> Any:
-            """A pull of up to `max_messages`; fewer when the answer would not fit gRPC's
-            4 MiB receive limit. Near-1 MiB chats four to a pull failed every pull, and the
-            emulator hands the same outstanding messages back together: the reader stalled
-            with chats unread (the first 10,000-chat soak lost 90 this way)."""
-            from google.api_core.exceptions import ResourceExhausted
-
-            size = max_messages
-            while True:
-                try:
-                    return self._client.pull(**{**kwargs, "max_messages": size})
-                except ResourceExhausted:
-                    if size == 1:
-                        raise
-                    size = max(1, size // 4)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._client, name)
-
-    evaluator._get_subscriber_client = classmethod(
-        lambda cls, transform: Client(original(cls, transform))
-    )
+    evaluator._get_subscriber_client = classmethod(client_for)
 
 
 def main(argv: list[str]) -> int:
