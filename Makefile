@@ -16,7 +16,7 @@ GEMMA3_PRESET := models/gemma3-270m
 TRIAGE_MODEL := models/triage-gemma3-270m
 TRIAGE_ADAPTER_DIR := models/triage-gemma3-270m-lora
 TRIAGE_TRAIN_WRITTEN := 100
-TRIAGE_TRAIN_N := 0
+TRIAGE_TRAIN_N := 112
 TRIAGE_TRAIN_SEED := 1
 TRIAGE_EVAL_N := 90
 TRIAGE_EVAL_SEED := 2
@@ -48,13 +48,11 @@ $(BIN)/.installed: pyproject.toml
 triage-model: $(BIN)/.installed $(GEMMA3_PRESET)/config.json
 	mkdir -p data $(TRIAGE_ADAPTER_DIR)
 	$(BIN)/python -m triage.training_set --train_per_language $(TRIAGE_TRAIN_WRITTEN) \
-		--synthetic_n $(TRIAGE_TRAIN_N) --seed $(TRIAGE_TRAIN_SEED) --grounded \
-		--out data/triage-train.jsonl
+		--synthetic_n $(TRIAGE_TRAIN_N) --seed $(TRIAGE_TRAIN_SEED) --out data/triage-train.jsonl
 	rm -rf $(TRIAGE_MODEL)
 	$(BIN)/triage finetune --model_preset $(GEMMA3_PRESET) --examples data/triage-train.jsonl \
 		--out $(TRIAGE_MODEL) --lora_rank 16 --lora_layers 12 --learning_rate 1e-3 --epochs 2 \
-		--tokens_per_batch 2048 --max_length 640 --seed 1 --apology_prompt_version apology-v3 \
-		--apology_epochs 1 \
+		--tokens_per_batch 2048 --max_length 640 --seed 1 --apology_prompt_version apology-v2 \
 		--adapter_out $(TRIAGE_ADAPTER_DIR)/adapter.lora.h5 --report $(TRIAGE_ADAPTER_DIR)/report.json
 	touch $(TRIAGE_MODEL)/config.json  # the merged preset is what training saved: no re-merge
 
