@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from tests.fakes import ScriptedApologyHandler, ScriptedTriageHandler
@@ -38,19 +37,17 @@ class ShrinkingPuller:
         client: Any,
         max_messages: int,
         small_secs: float = SMALL_PULLS_SECS,
-        clock: Callable[[], float] = time.monotonic,
     ):
         self._client = client
         self._max = max_messages
         self._small_secs = small_secs
-        self._clock = clock
         self._size = max_messages
         self._small_until = 0.0
 
     def pull(self, **kwargs: Any) -> Any:
         from google.api_core.exceptions import ResourceExhausted
 
-        if self._clock() >= self._small_until:
+        if time.monotonic() >= self._small_until:
             self._size = self._max
         while True:
             try:
@@ -59,7 +56,7 @@ class ShrinkingPuller:
                 if self._size == 1:
                     raise
                 self._size = max(1, self._size // 4)
-                self._small_until = self._clock() + self._small_secs
+                self._small_until = time.monotonic() + self._small_secs
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)

@@ -37,11 +37,11 @@ def test_chats_under_faults_end_exactly_once(tmp_path):
 
 
 def test_messages_of_a_refused_pull_are_read_later_in_pieces(emulators):
-    """Four near-1 MiB messages cannot come back in one answer (gRPC's 4 MiB): the emulator
-    refuses the pull after handing them out, and hands them back together once their ack
-    deadline passes. A reader that went back to the full size for the next pull refused them
-    again every time (the 10,000-chat soak lost 100 messages this way); this one holds the
-    smaller size past the deadline and gets every message."""
+    """Five ~1 MB messages cannot come back in one answer (gRPC's 4 MiB): the emulator refuses
+    the pull after handing them out, and hands them back together once their ack deadline
+    passes. A reader that went back to the full size for the next pull was refused again every
+    time (the 10,000-chat soak lost 90 chats this way); this one holds the smaller size past
+    the deadline and gets every message."""
     from bench.soak_pipeline import ShrinkingPuller
     from triage.demo import PROJECT
     from triage.gcp import ensure_subscription, publisher_client, subscriber_client
